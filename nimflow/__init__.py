@@ -1,0 +1,34 @@
+"""nimflow: async batch-inference workflows with cached tasks, map_task and warm model servers."""
+
+from nimflow._run import RunResult, arun, run
+from nimflow._task import TaskSpec, task
+from nimflow._workflow import WorkflowSpec, map_task, workflow
+from nimflow.errors import (
+    ActorError,
+    LLMError,
+    NimflowError,
+    RunFailedError,
+    SerializationError,
+    TaskFailedError,
+    UserInputError,
+    WorkflowDefinitionError,
+)
+
+__all__ = [
+    "ActorError",
+    "LLMError",
+    "NimflowError",
+    "RunFailedError",
+    "RunResult",
+    "SerializationError",
+    "TaskFailedError",
+    "TaskSpec",
+    "UserInputError",
+    "WorkflowDefinitionError",
+    "WorkflowSpec",
+    "arun",
+    "map_task",
+    "run",
+    "task",
+    "workflow",
+]

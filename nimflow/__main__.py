@@ -1,0 +1,3 @@
+from nimflow.cli import main
+
+main()

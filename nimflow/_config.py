@@ -1,0 +1,18 @@
+"""Where nimflow keeps its state: NIMFLOW_HOME (default ./.nimflow) and NIMFLOW_DB_URL."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """The state folder, created on first use. Relative paths are taken from the working directory."""
+    path = Path(os.environ.get("NIMFLOW_HOME", ".nimflow")).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def db_url() -> str:
+    """Any SQLAlchemy URL; by default a SQLite file in the state folder."""
+    return os.environ.get("NIMFLOW_DB_URL") or f"sqlite:///{home() / 'nimflow.db'}"

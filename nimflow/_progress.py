@@ -1,0 +1,68 @@
+"""Live progress of a run (rich): one line per node, with done/total, cache hits and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from nimflow._runner import NodeState
+
+
+class _RunProgress(Progress):
+    """Reads the runner's counters when it redraws, so the runner never pays for a display update."""
+
+    def __init__(self, states: Mapping[str, NodeState], console: Console) -> None:
+        self._states = states
+        self._ids: dict[str, TaskID] = {}
+        super().__init__(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            refresh_per_second=8,
+            transient=False,
+        )
+
+    def sync(self) -> None:
+        for node_id, state in list(self._states.items()):
+            if state.status == "pending":
+                continue
+            if node_id not in self._ids:
+                self._ids[node_id] = self.add_task(state.label, total=state.total, info="")
+            done = state.done if state.total != 1 or state.status == "running" else int(state.status != "running")
+            info = []
+            if state.cached:
+                info.append(f"[cyan]{state.cached} cached[/]")
+            if state.failed:
+                info.append(f"[red]{state.failed} failed[/]")
+            if state.status in ("failed", "skipped"):
+                info.append(f"[red]{state.status}[/]")
+            self.update(self._ids[node_id], total=state.total, completed=done, info=" ".join(info))
+
+    def get_renderables(self) -> Iterator[Any]:
+        self.sync()
+        yield from super().get_renderables()
+
+
+@contextmanager
+def live_progress(console: Console, run_id: str, states: Mapping[str, NodeState]) -> Iterator[None]:
+    progress = _RunProgress(states, console)
+    console.print(f"[bold]run {run_id}[/]")
+    with progress:
+        yield
+    progress.sync()

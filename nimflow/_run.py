@@ -1,0 +1,196 @@
+"""A run: validate inputs, build the graph, record the run, execute, record the outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from nimflow import _serialize
+from nimflow._runner import ItemFailure, NodeState, Runner
+from nimflow._store import Run, Store
+from nimflow._workflow import Graph, WorkflowSpec
+from nimflow.errors import NimflowError, RunFailedError, SerializationError, UserInputError
+
+
+@dataclass
+class RunResult:
+    """What a run produced: outputs, and what failed (items of a map allowed to fail included)."""
+
+    run_id: str
+    status: str
+    outputs: Any
+    failures: list[ItemFailure] = field(default_factory=list)
+    nodes: list[NodeState] = field(default_factory=list)
+    served_by: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def items(self) -> int:
+        return sum(n.total for n in self.nodes)
+
+    @property
+    def cached(self) -> int:
+        return sum(n.cached for n in self.nodes)
+
+    @property
+    def tokens(self) -> int:
+        return sum(n.tokens for n in self.nodes)
+
+
+# A progress display: given the runner's live node states, it is entered for the run's duration.
+ProgressFactory = Callable[[str, Mapping[str, NodeState]], Any]
+
+
+def run(
+    wf: WorkflowSpec[..., Any],
+    *,
+    use_cache: bool = True,
+    servers: Mapping[str, str] | None = None,
+    store: Store | None = None,
+    progress: ProgressFactory | None = None,
+    file: str | None = None,
+    **inputs: Any,
+) -> RunResult:
+    """Run a workflow to the end and return its result; raise RunFailedError if it failed."""
+    return anyio.run(
+        lambda: arun(wf, use_cache=use_cache, servers=servers, store=store, progress=progress, file=file, **inputs)
+    )
+
+
+async def arun(
+    wf: WorkflowSpec[..., Any],
+    *,
+    use_cache: bool = True,
+    servers: Mapping[str, str] | None = None,
+    store: Store | None = None,
+    progress: ProgressFactory | None = None,
+    file: str | None = None,
+    **inputs: Any,
+) -> RunResult:
+    """The async form of `run`, for callers already on an event loop."""
+    values = validate_inputs(wf, inputs)
+    graph = wf.build()
+    envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
+    unknown = set(servers or {}) - set(envs)
+    if unknown:
+        raise UserInputError(
+            f"--server names {sorted(unknown)}, which workflow {wf.name} does not use; "
+            f"its actors are: {sorted(envs) or 'none'}."
+        )
+    own_store = store is None
+    store = store or Store.open()
+    run_id = uuid.uuid4().hex[:12]
+    started = time.time()
+    row = Run(
+        id=run_id,
+        workflow=wf.name,
+        file=file,
+        inputs=_serialize.canonical(_inputs_json(wf, values)),
+        pid=os.getpid(),
+        started_at=started,
+    )
+    store.add(row)
+    runner = Runner(graph=graph, run_id=run_id, store=store, inputs=values, read_cache=use_cache)
+    result = RunResult(run_id=run_id, status="running", outputs=None, nodes=list(runner.states.values()))
+    try:
+        async with AsyncExitStack() as stack:
+            if envs:
+                from nimflow.actors.pool import ActorSession
+
+                runner.actors = await stack.enter_async_context(ActorSession(store, servers or {}))
+                result.served_by = runner.actors.served_by()
+                row.served_by = json.dumps(result.served_by)
+            if progress is not None:
+                stack.enter_context(progress(run_id, runner.states))
+            result.outputs = await runner.execute()
+        result.failures = runner.failures
+        failed = [s for s in runner.states.values() if s.status != "succeeded"]
+        result.status = "failed" if failed else "succeeded"
+        if result.status == "succeeded":
+            row.outputs = _outputs_json(wf, result.outputs)
+        else:
+            row.error = _failure_summary(graph, runner)
+    except BaseException as exc:
+        cancelled = isinstance(exc, KeyboardInterrupt) or isinstance(exc, anyio.get_cancelled_exc_class())
+        result.status = "cancelled" if cancelled else "failed"
+        row.error = row.error or f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        result.seconds = time.time() - started
+        row.status, row.ended_at = result.status, time.time()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close, store, row, own_store)
+    if result.status == "failed":
+        error = RunFailedError(f"run {run_id} of {wf.name} failed: {row.error}", run_id)
+        error.result = result  # type: ignore[attr-defined]
+        raise error
+    return result
+
+
+def _close(store: Store, row: Run, own_store: bool) -> None:
+    """Everything queued is written before the run row says it has ended."""
+    try:
+        store.flush()
+    finally:
+        store.add(row)
+        if own_store:
+            store.close()
+
+
+def validate_inputs(wf: WorkflowSpec[..., Any], inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """Inputs by name with defaults, coerced to their hints; a clear error for a wrong one."""
+    params = wf.signature.parameters
+    unknown = [name for name in inputs if name not in params]
+    if unknown:
+        raise UserInputError(f"workflow {wf.name} has no input {unknown}; its inputs are: {list(params) or 'none'}.")
+    values: dict[str, Any] = {}
+    for name, param in params.items():
+        hint = wf.input_hints[name]
+        if name in inputs:
+            try:
+                values[name] = _serialize.validate(inputs[name], hint, f"workflow input {name!r}")
+            except SerializationError as exc:
+                raise UserInputError(str(exc)) from exc
+        elif param.default is not param.empty:
+            values[name] = param.default
+        else:
+            raise UserInputError(
+                f"workflow {wf.name} needs input {name!r} ({_serialize.type_name(hint)}); "
+                f"pass --{name.replace('_', '-')} VALUE."
+            )
+    return values
+
+
+def _inputs_json(wf: WorkflowSpec[..., Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        name: _serialize.to_jsonable(value, wf.input_hints[name], f"workflow input {name!r}")
+        for name, value in values.items()
+    }
+
+
+def _outputs_json(wf: WorkflowSpec[..., Any], outputs: Any) -> str:
+    try:
+        return _serialize.dumps(outputs, wf.return_hint, f"outputs of workflow {wf.name}")
+    except SerializationError:
+        # Outputs are all in the cache already; keep the run a success and say why they're missing.
+        return json.dumps({"unserializable": repr(outputs)[:2000]})
+
+
+def _failure_summary(graph: Graph, runner: Runner) -> str:
+    if not runner.failures:
+        bad = [s.label for s in runner.states.values() if s.status != "succeeded"]
+        return f"not completed: {', '.join(bad)}"
+    first = runner.failures[0]
+    more = len(runner.failures) - 1
+    return f"{first.where()}: {first.error}" + (f" (and {more} more failures)" if more else "")
+
+
+__all__ = ["NimflowError", "RunResult", "arun", "run", "validate_inputs"]
