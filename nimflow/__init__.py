@@ -1,5 +1,6 @@
 """nimflow: async batch-inference workflows with cached tasks, map_task and warm model servers."""
 
+from nimflow._context import current_run_id, session
 from nimflow._run import RunResult, arun, run
 from nimflow._task import TaskSpec, task
 from nimflow._workflow import WorkflowSpec, map_task, workflow
@@ -27,8 +28,10 @@ __all__ = [
     "WorkflowDefinitionError",
     "WorkflowSpec",
     "arun",
+    "current_run_id",
     "map_task",
     "run",
+    "session",
     "task",
     "workflow",
 ]

@@ -16,9 +16,13 @@ def load_module(path: str | Path) -> Any:
     file = Path(path)
     if not file.is_file():
         hint = " (a folder: name the .py file inside it)" if file.is_dir() else ""
-        raise UserInputError(f"no such file: {file}{hint}. Pass the path of a Python file that defines a @workflow.")
+        raise UserInputError(
+            f"no such file: {file}{hint}. Pass the path of a Python file that defines a @workflow."
+        )
     if file.suffix != ".py":
-        raise UserInputError(f"{file} is not a .py file. Pass the path of a Python file that defines a @workflow.")
+        raise UserInputError(
+            f"{file} is not a .py file. Pass the path of a Python file that defines a @workflow."
+        )
     name = file.stem
     # Sibling modules of the pipeline import the way they do under `python FILE`.
     folder = str(file.resolve().parent)

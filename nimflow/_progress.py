@@ -44,7 +44,11 @@ class _RunProgress(Progress):
                 continue
             if node_id not in self._ids:
                 self._ids[node_id] = self.add_task(state.label, total=state.total, info="")
-            done = state.done if state.total != 1 or state.status == "running" else int(state.status != "running")
+            done = (
+                state.done
+                if state.total != 1 or state.status == "running"
+                else int(state.status != "running")
+            )
             info = []
             if state.cached:
                 info.append(f"[cyan]{state.cached} cached[/]")

@@ -14,6 +14,7 @@ from typing import Any
 import anyio
 
 from nimflow import _serialize
+from nimflow._context import bind_run
 from nimflow._runner import ItemFailure, NodeState, Runner
 from nimflow._store import Run, Store
 from nimflow._workflow import Graph, WorkflowSpec
@@ -61,7 +62,9 @@ def run(
 ) -> RunResult:
     """Run a workflow to the end and return its result; raise RunFailedError if it failed."""
     return anyio.run(
-        lambda: arun(wf, use_cache=use_cache, servers=servers, store=store, progress=progress, file=file, **inputs)
+        lambda: arun(
+            wf, use_cache=use_cache, servers=servers, store=store, progress=progress, file=file, **inputs
+        )
     )
 
 
@@ -110,8 +113,9 @@ async def arun(
                 row.served_by = json.dumps(result.served_by)
             if progress is not None:
                 stack.enter_context(progress(run_id, runner.states))
+            stack.enter_context(bind_run(run_id, store))
             result.outputs = await runner.execute()
-        result.failures = runner.failures
+        result.failures = sorted(runner.failures, key=lambda f: (int(f.node[1:]), f.item or 0))
         failed = [s for s in runner.states.values() if s.status != "succeeded"]
         result.status = "failed" if failed else "succeeded"
         if result.status == "succeeded":
@@ -119,7 +123,7 @@ async def arun(
         else:
             row.error = _failure_summary(graph, runner)
     except BaseException as exc:
-        cancelled = isinstance(exc, KeyboardInterrupt) or isinstance(exc, anyio.get_cancelled_exc_class())
+        cancelled = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
         result.status = "cancelled" if cancelled else "failed"
         row.error = row.error or f"{type(exc).__name__}: {exc}"
         raise
@@ -150,7 +154,9 @@ def validate_inputs(wf: WorkflowSpec[..., Any], inputs: Mapping[str, Any]) -> di
     params = wf.signature.parameters
     unknown = [name for name in inputs if name not in params]
     if unknown:
-        raise UserInputError(f"workflow {wf.name} has no input {unknown}; its inputs are: {list(params) or 'none'}.")
+        raise UserInputError(
+            f"workflow {wf.name} has no input {unknown}; its inputs are: {list(params) or 'none'}."
+        )
     values: dict[str, Any] = {}
     for name, param in params.items():
         hint = wf.input_hints[name]

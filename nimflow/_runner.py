@@ -111,6 +111,8 @@ class Runner:
         async with anyio.create_task_group() as tg:
             for node in self.graph:
                 tg.start_soon(self._run_node, node)
+        if any(state.status != "succeeded" for state in self.states.values()):
+            return None
         return self._resolve(self.graph.output)
 
     def _resolve(self, value: Any) -> Any:
@@ -174,7 +176,9 @@ class Runner:
         if outcome.ok:
             self._values[node.id] = outcome.value
             state.status = "succeeded"
-            self.store.writer.update(TaskRun, self._row_id(node), self._row_end(outcome, item.key, state.cached > 0))
+            self.store.writer.update(
+                TaskRun, self._row_id(node), self._row_end(outcome, item.key, state.cached > 0)
+            )
         else:
             assert outcome.error is not None
             self.store.writer.update(TaskRun, self._row_id(node), self._row_end(outcome, item.key, False))
@@ -246,7 +250,9 @@ class Runner:
                         outcomes[position] = self._replay(node, item, entry)
         if pending:
             position_of = {id(item): pos for pos, item in enumerate(items)}
-            concurrency = node.concurrency or (DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS)
+            concurrency = node.concurrency or (
+                DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS
+            )
             queue = iter(pending)
             lock = threading.Lock()
 
@@ -307,17 +313,21 @@ class Runner:
                     with self._task_context(ctx) as usage:
                         if spec.is_async:
                             with anyio.fail_after(spec.timeout) if spec.timeout else nullcontext():
-                                value = await spec.fn(**item.kwargs)  # type: ignore[misc]
+                                value = await spec.fn(**item.kwargs)
                         else:  # a sync task with a timeout: the thread cannot be stopped, only abandoned
                             with anyio.fail_after(spec.timeout):
                                 value = await anyio.to_thread.run_sync(
-                                    lambda: spec.fn(**item.kwargs), abandon_on_cancel=True, limiter=self._threads
+                                    lambda: spec.fn(**item.kwargs),
+                                    abandon_on_cancel=True,
+                                    limiter=self._threads,
                                 )
                     outcome.usage = usage
                     self._finish(spec, item, outcome, value)
                     break
                 except TimeoutError as exc:
-                    outcome.error, outcome.tb = _timeout_error(spec), "".join(traceback.format_exception(exc))
+                    error = _timeout_error(spec)
+                    error.__cause__ = exc
+                    outcome.error, outcome.tb = error, "".join(traceback.format_exception(error))
                 except Exception as exc:
                     outcome.error, outcome.tb = exc, "".join(traceback.format_exception(exc))
                 if attempt <= spec.retries:
@@ -331,7 +341,9 @@ class Runner:
         spec = node.task
         ctx = await self._actor_context(spec)
         while True:
-            finished = await anyio.to_thread.run_sync(self._sync_slice, spec, next_item, ctx, limiter=self._threads)
+            finished = await anyio.to_thread.run_sync(
+                self._sync_slice, spec, next_item, ctx, limiter=self._threads
+            )
             for item, outcome in finished:
                 record(item, outcome)
             if not finished:
@@ -365,7 +377,9 @@ class Runner:
         """Accept a returned value; for a cached task it must serialize under its hint first."""
         if spec.cache:
             try:
-                outcome.output_json = _serialize.adapter(spec.return_hint).dump_json(value, warnings="error").decode()
+                outcome.output_json = (
+                    _serialize.adapter(spec.return_hint).dump_json(value, warnings="error").decode()
+                )
             except Exception as exc:
                 raise SerializationError(
                     f"{spec.name}: its return value does not match the return hint "
@@ -378,7 +392,9 @@ class Runner:
         if spec.actor is None:
             return None
         if self.actors is None:  # pragma: no cover - the run opens a session whenever a graph has actors
-            raise NimflowError(f"task {spec.name} needs actor {spec.actor.name!r} but the run has no actor session")
+            raise NimflowError(
+                f"task {spec.name} needs actor {spec.actor.name!r} but the run has no actor session"
+            )
         return await self.actors.context_for(spec.actor)
 
     @staticmethod
@@ -503,10 +519,11 @@ def _backoff(attempt: int) -> float:
 
 
 def _timeout_error(spec: TaskSpec[..., Any]) -> NimflowError:
-    return NimflowError(f"task {spec.name} timed out after {spec.timeout} s (timeout={spec.timeout}); raise it or split the work.")
+    return NimflowError(
+        f"task {spec.name} timed out after {spec.timeout} s (timeout={spec.timeout}); raise it or split the work."
+    )
 
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-

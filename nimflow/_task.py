@@ -57,7 +57,9 @@ class TaskSpec(Generic[P, R]):
                 f"(inputs: {list(self.signature.parameters)})."
             )
         if self.retries < 0:
-            raise WorkflowDefinitionError(f"task {self.name!r}: retries must be 0 or more, not {self.retries}.")
+            raise WorkflowDefinitionError(
+                f"task {self.name!r}: retries must be 0 or more, not {self.retries}."
+            )
         self.is_async = inspect.iscoroutinefunction(self.fn)
         self.source_hash = _cache.source_hash(self.fn)
         self.__doc__ = self.fn.__doc__

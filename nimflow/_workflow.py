@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar("nimflow_builder", default=None)
+_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar(
+    "nimflow_builder", default=None
+)
 
 
 def current_builder() -> GraphBuilder | None:
@@ -99,7 +101,7 @@ class GraphBuilder:
         self.stack: list[str] = [workflow.name]  # workflows being inlined, to catch recursion
 
     def _label(self, name: str) -> str:
-        return "/".join([*self.stack[1:], name])
+        return "/".join([*(wf.rsplit(".", 1)[-1] for wf in self.stack[1:]), name])
 
     def add_task(self, spec: TaskSpec[..., Any], inputs: dict[str, Any]) -> Any:
         node = Node(
@@ -183,11 +185,13 @@ class WorkflowSpec(Generic[P, R]):
         try:
             hints = typing.get_type_hints(fn)
         except Exception as exc:
-            raise WorkflowDefinitionError(f"cannot resolve the type hints of workflow {self.name!r}: {exc}") from exc
+            raise WorkflowDefinitionError(
+                f"cannot resolve the type hints of workflow {self.name!r}: {exc}"
+            ) from exc
         self.input_hints = {name: hints.get(name, Any) for name in self.signature.parameters}
         self.return_hint = hints.get("return", Any)
         self.__doc__ = fn.__doc__
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
@@ -205,10 +209,13 @@ class WorkflowSpec(Generic[P, R]):
     def build(self) -> Graph:
         """Run the body once with promises for the inputs and return the graph it wires."""
         builder = GraphBuilder(self)
-        inputs = {name: Promise(builder, f"input:{name}", None, f"workflow input {name!r}") for name in self.signature.parameters}
+        inputs = {
+            name: Promise(builder, f"input:{name}", None, f"workflow input {name!r}")
+            for name in self.signature.parameters
+        }
         token = _builder.set(builder)
         try:
-            output = self.fn(**inputs)  # type: ignore[call-arg]
+            output = self.fn(**inputs)  # type: ignore[arg-type, call-arg]
         except RecursionError as exc:
             raise WorkflowDefinitionError(f"workflow {self.name!r} recurses without end") from exc
         finally:
@@ -254,9 +261,13 @@ class MapTask:
             )
         both = set(mapped_inputs) & set(self.fixed)
         if both:
-            raise WorkflowDefinitionError(f"map_task({self.task.name!r}): {sorted(both)} are both mapped and fixed.")
+            raise WorkflowDefinitionError(
+                f"map_task({self.task.name!r}): {sorted(both)} are both mapped and fixed."
+            )
         missing = [
-            n for n, p in params.items() if p.default is p.empty and n not in mapped_inputs and n not in self.fixed
+            n
+            for n, p in params.items()
+            if p.default is p.empty and n not in mapped_inputs and n not in self.fixed
         ]
         if missing:
             raise WorkflowDefinitionError(
@@ -267,7 +278,9 @@ class MapTask:
             lists = {name: list(values) for name, values in mapped_inputs.items()}
             lengths = {len(v) for v in lists.values()}
             if len(lengths) > 1:
-                raise WorkflowDefinitionError(f"map_task({self.task.name!r}): mapped lists differ in length: {lengths}")
+                raise WorkflowDefinitionError(
+                    f"map_task({self.task.name!r}): mapped lists differ in length: {lengths}"
+                )
             count = lengths.pop()
             return [self.task.fn(**self.fixed, **{n: v[i] for n, v in lists.items()}) for i in range(count)]
         inputs = dict(self.fixed)
@@ -291,13 +304,19 @@ def map_task(
     spec: Any = target
     if isinstance(target, functools.partial):
         if target.args:
-            raise WorkflowDefinitionError("map_task: give functools.partial keyword arguments only, e.g. partial(t, repo_id=x).")
+            raise WorkflowDefinitionError(
+                "map_task: give functools.partial keyword arguments only, e.g. partial(t, repo_id=x)."
+            )
         fixed = dict(target.keywords)
         spec = target.func
     if not isinstance(spec, TaskSpec):
-        raise WorkflowDefinitionError(f"map_task takes a @task (or a functools.partial of one), not {spec!r}.")
+        raise WorkflowDefinitionError(
+            f"map_task takes a @task (or a functools.partial of one), not {spec!r}."
+        )
     if not 0.0 <= min_success_ratio <= 1.0:
-        raise WorkflowDefinitionError(f"map_task: min_success_ratio must be between 0 and 1, not {min_success_ratio}.")
+        raise WorkflowDefinitionError(
+            f"map_task: min_success_ratio must be between 0 and 1, not {min_success_ratio}."
+        )
     if concurrency is not None and concurrency < 1:
         raise WorkflowDefinitionError(f"map_task: concurrency must be at least 1, not {concurrency}.")
     return MapTask(task=spec, fixed=fixed, concurrency=concurrency, min_success_ratio=min_success_ratio)

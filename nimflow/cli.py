@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -20,6 +21,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from rich.tree import Tree
 from sqlalchemy import delete, func
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from nimflow import _serialize
@@ -58,8 +60,12 @@ def main() -> None:
 )
 def run(
     ctx: typer.Context,
-    file: Annotated[Path | None, typer.Argument(help="A Python file that defines a @workflow.", show_default=False)] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Recompute every task (results are cached anew).")] = False,
+    file: Annotated[
+        Path | None, typer.Argument(help="A Python file that defines a @workflow.", show_default=False)
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Recompute every task (results are cached anew).")
+    ] = False,
     server: Annotated[
         list[str] | None,
         typer.Option(
@@ -69,9 +75,12 @@ def run(
         ),
     ] = None,
     every: Annotated[
-        float | None, typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C.")
+        float | None,
+        typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
     ] = None,
-    show_help: Annotated[bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")] = False,
+    show_help: Annotated[
+        bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")
+    ] = False,
 ) -> None:
     """Run a workflow: nimflow run FILE [WORKFLOW] [--input value ...].
 
@@ -117,7 +126,9 @@ def _run_once(
 
     progress = functools.partial(live_progress, console)
     try:
-        result = run_workflow(wf, use_cache=use_cache, servers=servers, progress=progress, file=file, **inputs)
+        result = run_workflow(
+            wf, use_cache=use_cache, servers=servers, progress=progress, file=file, **inputs
+        )
     except RunFailedError as exc:
         failed = getattr(exc, "result", None)
         if failed is not None:
@@ -183,11 +194,15 @@ def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
         default = None if required else param.default
         help_text = f"{_serialize.type_name(hint)}" + ("" if required else f" (default: {default!r})")
         if hint is bool:
-            params.append(click.Option([f"--{flag}/--no-{flag}"], default=default, required=required, help=help_text))
+            params.append(
+                click.Option([f"--{flag}/--no-{flag}"], default=default, required=required, help=help_text)
+            )
             continue
         click_type: Any = {int: click.INT, float: click.FLOAT, str: click.STRING}.get(hint, click.STRING)
         params.append(
-            click.Option(names, type=click_type, required=required, default=None, help=help_text, show_default=False)
+            click.Option(
+                names, type=click_type, required=required, default=None, help=help_text, show_default=False
+            )
         )
 
     def callback(**values: Any) -> dict[str, Any]:
@@ -197,10 +212,8 @@ def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
                 continue
             hint = wf.input_hints[name]
             if isinstance(raw, str) and hint is not str and typing.get_origin(hint) is not typing.Literal:
-                try:
+                with contextlib.suppress(json.JSONDecodeError):  # validation says what was expected
                     raw = json.loads(raw)
-                except json.JSONDecodeError:
-                    pass  # let validation say what was expected
             inputs[name] = raw
         from nimflow._run import validate_inputs
 
@@ -243,7 +256,13 @@ def _duration(start: float | None, end: float | None) -> str:
     return f"{(end or time.time()) - start:.2f}s"
 
 
-_STATUS_STYLE = {"succeeded": "green", "failed": "red", "running": "yellow", "skipped": "dim", "cancelled": "magenta"}
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "running": "yellow",
+    "skipped": "dim",
+    "cancelled": "magenta",
+}
 
 
 @app.command()
@@ -257,14 +276,20 @@ def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, new
         style = _STATUS_STYLE.get(row.status, "")
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started_at))
         table.add_row(
-            row.id, row.workflow, f"[{style}]{row.status}[/]", started,
-            _duration(row.started_at, row.ended_at), (row.error or "")[:80],
+            row.id,
+            row.workflow,
+            f"[{style}]{row.status}[/]",
+            started,
+            _duration(row.started_at, row.ended_at),
+            (row.error or "")[:80],
         )
     console.print(table)
 
 
 @app.command()
-def show(run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None) -> None:
+def show(
+    run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
+) -> None:
     """Show a run as a tree: status, timings, attempts, cache hits, tokens and errors per node."""
     store = _store()
     row = _find_run(store, run_id)
@@ -322,7 +347,9 @@ def outputs(
     """Print a run's outputs."""
     row = _find_run(_store(), run_id)
     if row.outputs is None:
-        raise UserInputError(f"run {row.id} has no outputs (status: {row.status}). See: nimflow show {row.id}")
+        raise UserInputError(
+            f"run {row.id} has no outputs (status: {row.status}). See: nimflow show {row.id}"
+        )
     data = json.loads(row.outputs)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
@@ -352,31 +379,42 @@ def cache_ls() -> None:
     """Cached results per task: entries, versions, size, newest."""
     store = _store()
     with store.session() as session:
-        rows = session.exec(
-            select(
-                CacheEntry.task,
+        rows = session.execute(
+            sa_select(
+                col(CacheEntry.task),
                 func.count(),
-                func.group_concat(func.distinct(CacheEntry.cache_version)) if store.engine.dialect.name == "sqlite"
-                else func.string_agg(func.distinct(CacheEntry.cache_version), ","),
                 func.sum(func.length(CacheEntry.output)),
                 func.max(CacheEntry.created_at),
             ).group_by(CacheEntry.task)
         ).all()
+        versions: dict[str, list[str]] = {}
+        for task_name, version in session.execute(
+            sa_select(col(CacheEntry.task), col(CacheEntry.cache_version)).distinct()
+        ):
+            versions.setdefault(task_name, []).append(version)
     table = Table("task", "entries", "versions", "bytes", "newest")
-    for task_name, count, versions, size, newest in rows:
-        table.add_row(task_name, str(count), str(versions), str(size), time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)))
+    for task_name, count, size, newest in rows:
+        table.add_row(
+            task_name,
+            str(count),
+            ", ".join(sorted(versions[task_name])),
+            str(size),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)),
+        )
     console.print(table)
 
 
 @cache_app.command("clear")
-def cache_clear(task: Annotated[str | None, typer.Argument(help="Only this task (default: everything).")] = None) -> None:
+def cache_clear(
+    task: Annotated[str | None, typer.Argument(help="Only this task (default: everything).")] = None,
+) -> None:
     """Delete cached results, of one task or of all."""
     store = _store()
     with store.session() as session:
         stmt = delete(CacheEntry)
         if task is not None:
             stmt = stmt.where(col(CacheEntry.task) == task)
-        removed = session.exec(stmt).rowcount  # type: ignore[call-overload]
+        removed = session.exec(stmt).rowcount
         session.commit()
     if task is not None and not removed:
         raise UserInputError(f"no cached results for task {task!r}. See: nimflow cache ls")
