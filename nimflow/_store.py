@@ -253,35 +253,24 @@ class _Writer:
     def _commit(self, ops: list[tuple[str, Any]]) -> None:
         if not ops:
             return
+        # Rows of one kind, table and set of columns go in one executemany (which takes its columns
+        # from the first row). Inserts and upserts first, then updates in their order: an update
+        # refers to a row inserted earlier, possibly in this same batch.
+        groups: dict[tuple[str, Any, frozenset[str]], list[dict[str, Any]]] = {}
+        updates: list[tuple[Any, Any, dict[str, Any]]] = []
+        for kind, payload in ops:
+            if kind == "update":
+                updates.append(payload)
+            else:
+                model, row = payload
+                groups.setdefault((kind, model, frozenset(row)), []).append(row)
         store = self._store
         with store.engine.begin() as conn:
-            # Consecutive operations of one kind on one table with the same columns go in one
-            # executemany (which takes its columns from the first row); order is kept so that an
-            # update never lands before the insert it refers to.
-            group: list[Any] = []
-            group_kind: tuple[str, Any, Any] | None = None
-
-            def run_group() -> None:
-                if not group or group_kind is None:
-                    return
-                kind, model, _columns = group_kind
+            for (kind, model, _columns), rows in groups.items():
                 if kind == "insert":
-                    conn.execute(model.__table__.insert(), group)
-                elif kind == "upsert":
-                    store.upsert_many(model, group, conn)
-                group.clear()
-
-            for kind, payload in ops:
-                if kind == "update":
-                    run_group()
-                    group_kind = None
-                    model, key, values = payload
-                    pk = next(iter(model.__table__.primary_key.columns))
-                    conn.execute(update(model.__table__).where(pk == key).values(**values))
-                    continue
-                model, row = payload
-                if group_kind != (kind, model, row.keys()):
-                    run_group()
-                    group_kind = (kind, model, row.keys())
-                group.append(row)
-            run_group()
+                    conn.execute(model.__table__.insert(), rows)
+                else:
+                    store.upsert_many(model, rows, conn)
+            for model, key, values in updates:
+                pk = next(iter(model.__table__.primary_key.columns))
+                conn.execute(update(model.__table__).where(pk == key).values(**values))
