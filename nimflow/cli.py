@@ -18,6 +18,7 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 from sqlalchemy import delete, func
@@ -47,7 +48,7 @@ def main() -> None:
     try:
         app()
     except NimflowError as exc:
-        err_console.print(f"[red bold]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red bold]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 
@@ -157,7 +158,9 @@ def _print_summary(result: Any) -> None:
 
 def _print_failures(failures: list[Any], *, show_traceback: bool) -> None:
     for failure in failures[:5]:
-        err_console.print(f"[red]failed[/] {failure.where()}: {failure.error}", highlight=False)
+        err_console.print(
+            f"[red]failed[/] {escape(failure.where())}: {escape(failure.error)}", highlight=False
+        )
     if show_traceback and failures:
         err_console.print(failures[0].traceback.rstrip(), highlight=False, markup=False)
     if len(failures) > 5:
@@ -256,12 +259,25 @@ def _duration(start: float | None, end: float | None) -> str:
     return f"{(end or time.time()) - start:.2f}s"
 
 
+def _status(row: Run) -> str:
+    """A run still marked running whose process is gone was killed (kill -9, a crash, a reboot)."""
+    if row.status == "running" and row.pid is not None:
+        try:
+            os.kill(row.pid, 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except PermissionError:
+            pass
+    return row.status
+
+
 _STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "running": "yellow",
     "skipped": "dim",
     "cancelled": "magenta",
+    "interrupted": "magenta",
 }
 
 
@@ -273,15 +289,16 @@ def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, new
         rows = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)).all()
     table = Table("run", "workflow", "status", "started", "duration", "error")
     for row in rows:
-        style = _STATUS_STYLE.get(row.status, "")
+        status = _status(row)
+        style = _STATUS_STYLE.get(status, "")
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started_at))
         table.add_row(
             row.id,
             row.workflow,
-            f"[{style}]{row.status}[/]",
+            f"[{style}]{status}[/]",
             started,
             _duration(row.started_at, row.ended_at),
-            (row.error or "")[:80],
+            escape((row.error or "")[:80]),
         )
     console.print(table)
 
@@ -295,9 +312,10 @@ def show(
     row = _find_run(store, run_id)
     with store.session() as session:
         task_runs = session.exec(select(TaskRun).where(TaskRun.run_id == row.id)).all()
-    style = _STATUS_STYLE.get(row.status, "")
+    status = _status(row)
+    style = _STATUS_STYLE.get(status, "")
     tree = Tree(
-        f"[bold]run {row.id}[/] {row.workflow} [{style}]{row.status}[/] {_duration(row.started_at, row.ended_at)}"
+        f"[bold]run {row.id}[/] {row.workflow} [{style}]{status}[/] {_duration(row.started_at, row.ended_at)}"
         + (f"  inputs {row.inputs}" if row.inputs != "{}" else "")
     )
     if row.served_by:
@@ -326,11 +344,11 @@ def show(
             label += f", {tokens} tokens" if tokens else ""
         branch = tree.add(label)
         if node.error:
-            branch.add(f"[red]{_last_line(node.error)}[/]")
+            branch.add(f"[red]{escape(_last_line(node.error))}[/]")
         for item in sorted((t for t in items if t.status == "failed"), key=lambda t: t.item or 0)[:10]:
-            branch.add(f"[red]item {item.item}: {_last_line(item.error or '')}[/]")
+            branch.add(f"[red]item {item.item}: {escape(_last_line(item.error or ''))}[/]")
     if row.error and row.status != "succeeded":
-        tree.add(f"[red]{row.error}[/]")
+        tree.add(f"[red]{escape(row.error)}[/]")
     console.print(tree)
 
 

@@ -68,6 +68,11 @@ def test_kill_9_mid_map_loses_only_items_in_flight(tmp_path: Path, nimflow_home:
     # Finished items are saved; only the few in flight at the kill (8 workers) may be lost.
     assert len(executed_first) - 8 * 6 <= cached_after_kill <= len(executed_first)
 
+    listed = subprocess.run(
+        [sys.executable, "-m", "nimflow", "runs"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert "interrupted" in listed.stdout  # marked running, but its process is gone
+
     second = subprocess.run(
         command, env={**env, "ITEM_LOG": str(second_log)}, capture_output=True, text=True, timeout=120
     )
