@@ -30,6 +30,7 @@ from nimflow._loader import pick_workflow
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.errors import NimflowError, RunFailedError, UserInputError
+from nimflow.testing.cli import fake_server
 
 app = typer.Typer(
     help="Async batch-inference workflows: cached tasks, map_task, warm model servers, SQLite.",
@@ -39,6 +40,7 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect or clear cached task results.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+app.command("fake-server")(fake_server)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -1,0 +1,431 @@
+"""The fake server's ASGI application.
+
+A raw ASGI callable with a dict of routes rather than a framework router: per request it costs
+a dict lookup, one ``json.loads`` and one ``json.dumps``, which keeps the server far from being
+the bottleneck of any benchmark (see ``nimflow.testing`` for the measured figure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from . import _openai as oa
+from ._answers import chat_prompt, pieces
+from ._faults import FaultInjector, FaultKind, FaultPlan
+from ._log import Metrics, RequestLog, RequestRecord
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+DEFAULT_MODEL = "meta/llama3-8b-instruct"
+DEFAULT_MAX_MODEL_LEN = 8192
+
+_JSON = (b"content-type", b"application/json")
+_MARK = (b"x-nimflow-fake", b"1")
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), _MARK]
+_IMMEDIATE = {
+    FaultKind.RATE_LIMIT: (429, oa.RATE_LIMITED),
+    FaultKind.SERVER_ERROR: (500, oa.SERVER_ERROR),
+    FaultKind.UNAVAILABLE: (503, oa.UNAVAILABLE),
+    FaultKind.MALFORMED: (200, oa.MALFORMED),
+}
+
+
+@dataclass(frozen=True)
+class FakeConfig:
+    """The server's knobs (faults live in a FaultInjector so they can change at runtime)."""
+
+    model: str = DEFAULT_MODEL
+    adapters: tuple[str, ...] = ()
+    latency_ms: float = 0.0
+    latency_per_token_ms: float = 0.0
+    max_concurrency: int | None = None
+    api_key: str | None = None
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    log_limit: int = 10_000
+    seed: int = 0
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency is not None and self.max_concurrency < 1:
+            raise ValueError(
+                f"max_concurrency must be at least 1 (or None for no cap), got {self.max_concurrency}"
+            )
+        if self.latency_ms < 0 or self.latency_per_token_ms < 0:
+            raise ValueError("latencies must not be negative")
+        if self.max_model_len < 1:
+            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+class _Stopping(Exception):
+    """The server began shutting down; the request is dropped as a dying server would."""
+
+
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _prompt_of(body: Any, chat: bool) -> str:
+    if not isinstance(body, dict):
+        return ""
+    if chat:
+        messages = body.get("messages")
+        return chat_prompt(messages)[0] if isinstance(messages, list) else ""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list):
+        return "\n\n".join(str(p) for p in prompt)
+    return prompt if isinstance(prompt, str) else ""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _Disconnected
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        return body
+    chunks = [body]
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    head = [_JSON, _MARK, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _drop(send: Send) -> None:
+    """Close the connection without a response.
+
+    ASGI has no message for this, so we close uvicorn's transport (reachable from its
+    request cycle, the owner of ``send``), then yield until uvicorn has seen the connection
+    go, so that it does not answer 500 on our behalf.
+    """
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        raise ConnectionAbortedError("drop fault: this ASGI server does not expose its transport")
+    transport.close()
+    for _ in range(20):
+        if getattr(cycle, "disconnected", True):
+            return
+        await asyncio.sleep(0)
+
+
+class FakeApp:
+    """Routes, knobs, faults, log and metrics of one fake server."""
+
+    def __init__(self, config: FakeConfig, faults: FaultInjector, log: RequestLog) -> None:
+        self.config = config
+        self.faults = faults
+        self.log = log
+        self.metrics = Metrics()
+        self._models = frozenset((config.model, *config.adapters))
+        self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+        self._stopping = False
+        self._sleepers: set[asyncio.Future[bool]] = set()
+        self._ids = itertools.count(1)
+        self._models_body = oa.models_body(
+            config.model, list(config.adapters), config.max_model_len, config.created
+        )
+        self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[int | None]]] = {
+            ("POST", "/v1/chat/completions"): self._chat,
+            ("POST", "/v1/completions"): self._completions,
+            ("GET", "/v1/models"): self._list_models,
+            ("GET", "/v1/health/ready"): self._health,
+            ("GET", "/v1/health/live"): self._health,
+            ("GET", "/health"): self._health,
+            ("GET", "/v1/metrics"): self._metrics,
+            ("GET", "/metrics"): self._metrics,
+        }
+        self._control: dict[tuple[str, str], Callable[[Receive, Send], Awaitable[None]]] = {
+            ("GET", "/_fake/log"): self._get_log,
+            ("DELETE", "/_fake/log"): self._clear_log,
+            ("GET", "/_fake/faults"): self._get_faults,
+            ("POST", "/_fake/faults"): self._set_faults,
+            ("GET", "/_fake/config"): self._get_config,
+        }
+
+    # -- ASGI entry ---------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            key = (scope["method"], scope["path"])
+            route = self._routes.get(key)
+            if route is not None:
+                await route(scope, receive, send)
+                return
+            control = self._control.get(key)
+            if control is not None:
+                await control(receive, send)
+                return
+            await self._not_found(scope, send)
+        elif scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    self.begin_shutdown()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+    def begin_shutdown(self) -> None:
+        """End every latency sleep and hang now; call on the server's loop."""
+        self._stopping = True
+        for future in list(self._sleepers):
+            _resolve(future, False)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep without blocking other requests; raises _Stopping if the server stops meanwhile."""
+        if self._stopping:
+            raise _Stopping
+        if seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        handle = loop.call_later(seconds, _resolve, future, True)
+        self._sleepers.add(future)
+        try:
+            if not await future:
+                raise _Stopping
+        finally:
+            handle.cancel()
+            self._sleepers.discard(future)
+
+    def _record(self, scope: Scope, status: int | None, started: float, **fields: Any) -> None:
+        self.metrics.count(scope["path"], status)
+        if not self.log.enabled:  # benchmarks turn the log off; skip building the record
+            return
+        values = {"model": None, "body": None, "prompt": "", "fault": None, "stream": False, **fields}
+        self.log.append(
+            RequestRecord(
+                scope["method"], scope["path"], status=status, started=started, ended=time.time(), **values
+            )
+        )
+
+    def _auth_error(self, scope: Scope) -> oa.RequestError | None:
+        """None when no key is needed or the right bearer token came; else the 401 to send."""
+        if self.config.api_key is None:
+            return None
+        given = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                given = token.strip() if scheme.lower() == "bearer" else None
+                break
+        return None if given == self.config.api_key else oa.unauthorized(given)
+
+    # -- simple endpoints ---------------------------------------------------------------------
+    async def _health(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.time()
+        await _respond(send, 200, b'{"object":"health.response","message":"Service is ready."}')
+        self._record(scope, 200, started)
+        return 200
+
+    async def _list_models(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.time()
+        error = self._auth_error(scope)
+        status, body = (200, self._models_body) if error is None else (error.status, error.body())
+        await _respond(send, status, body)
+        self._record(scope, status, started)
+        return status
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        started = time.time()
+        body = self.metrics.render(self.config.model).encode()
+        head = [
+            (b"content-type", b"text/plain; version=0.0.4"),
+            _MARK,
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": head})
+        await send({"type": "http.response.body", "body": body})
+        self._record(scope, 200, started)
+        return 200
+
+    async def _not_found(self, scope: Scope, send: Send) -> None:
+        started = time.time()
+        known = {path for _, path in (*self._routes, *self._control)}
+        status = 405 if scope["path"] in known else 404
+        message = "Method Not Allowed" if status == 405 else f"Not Found: {scope['path']}"
+        await _respond(send, status, oa.error_body(message, "NotFoundError", status))
+        self._record(scope, status, started)
+
+    # -- inference ----------------------------------------------------------------------------
+    async def _chat(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        return await self._inference(scope, receive, send, chat=True)
+
+    async def _completions(self, scope: Scope, receive: Receive, send: Send) -> int | None:
+        return await self._inference(scope, receive, send, chat=False)
+
+    async def _inference(self, scope: Scope, receive: Receive, send: Send, chat: bool) -> int | None:
+        started = time.time()
+        status: int | None = None
+        body: Any = None
+        fault: FaultKind = FaultKind.OK
+        stream = False
+        try:
+            raw = await _read_body(receive)
+            auth_error = self._auth_error(scope)
+            if auth_error is not None:
+                raise auth_error
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise oa.bad_request("The request body is not valid JSON.") from None
+            stream = isinstance(body, dict) and bool(body.get("stream"))
+            fault = self.faults.next()
+            if fault is not FaultKind.OK:
+                self.metrics.faults[fault.value] = self.metrics.faults.get(fault.value, 0) + 1
+                status = await self._fault(fault, send)
+                if status is not None or fault is not FaultKind.TRUNCATE:
+                    return status
+            job = oa.parse_job(body, chat, self._models, self.config.model, self.config.max_model_len)
+            status = await self._generate(job, send, truncate=fault is FaultKind.TRUNCATE)
+        except oa.RequestError as error:
+            status = error.status
+            await _respond(send, status, error.body())
+        except _Stopping:
+            await _drop(send)
+        except _Disconnected:
+            pass
+        finally:
+            if self.log.enabled:
+                self._record(
+                    scope,
+                    status,
+                    started,
+                    model=body.get("model") if isinstance(body, dict) else None,
+                    body=body,
+                    prompt=_prompt_of(body, chat),
+                    fault=None if fault is FaultKind.OK else fault.value,
+                    stream=stream,
+                )
+            else:
+                self.metrics.count(scope["path"], status)
+        return status
+
+    async def _fault(self, fault: FaultKind, send: Send) -> int | None:
+        """Act out a fault; returns the status sent (None: no response, or go on for truncate)."""
+        plan: FaultPlan = self.faults.plan
+        if fault in _IMMEDIATE:
+            status, body = _IMMEDIATE[fault]
+            headers = None
+            if fault is FaultKind.RATE_LIMIT:
+                seconds = f"{plan.retry_after:g}".encode()
+                ms = str(round(plan.retry_after * 1000)).encode()
+                headers = [(b"retry-after", seconds), (b"retry-after-ms", ms)]
+            await _respond(send, status, body, headers)
+            return status
+        if fault is FaultKind.HANG:
+            with contextlib.suppress(_Stopping):
+                await self._sleep(plan.hang_seconds)
+            await _drop(send)
+        elif fault is FaultKind.DROP:
+            await _drop(send)
+        return None
+
+    async def _generate(self, job: oa.Job, send: Send, truncate: bool) -> int:
+        answers = [oa.answer(job, prompt, truncate) for prompt in job.prompts for _ in range(job.n)]
+        self.metrics.prompt_tokens += job.prompt_tokens
+        self.metrics.completion_tokens += sum(a.tokens for a in answers)
+        prefix = "chatcmpl" if job.chat else "cmpl"
+        request_id = f"{prefix}-fake{next(self._ids):010d}"
+        metrics = self.metrics
+        if self._slots is not None and self._slots.locked():
+            metrics.waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                metrics.waiting -= 1
+        elif self._slots is not None:
+            await self._slots.acquire()
+        metrics.in_flight += 1
+        try:
+            if job.stream:
+                await self._stream(job, request_id, answers, send)
+            else:
+                per_token = self.config.latency_per_token_ms * max(a.tokens for a in answers)
+                await self._sleep((self.config.latency_ms + per_token) / 1000)
+                await _respond(send, 200, oa.completion_body(job, request_id, answers))
+        finally:
+            metrics.in_flight -= 1
+            if self._slots is not None:
+                self._slots.release()
+        return 200
+
+    async def _stream(self, job: oa.Job, request_id: str, answers: list[oa.Answer], send: Send) -> None:
+        created = int(time.time())
+        await self._sleep(self.config.latency_ms / 1000)
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+
+        async def emit(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        if job.chat:
+            for index in range(len(answers)):
+                await emit(oa.chunk(job, request_id, created, index, None, None))
+        # Choices are generated side by side, one token per step, as a batched server does.
+        tokens = [pieces(a.text) for a in answers]
+        per_token = self.config.latency_per_token_ms / 1000
+        for step in range(max(len(t) for t in tokens)):
+            if per_token:
+                await self._sleep(per_token)
+            for index, choice in enumerate(tokens):
+                if step < len(choice):
+                    await emit(oa.chunk(job, request_id, created, index, choice[step], None))
+        for index, a in enumerate(answers):
+            await emit(oa.chunk(job, request_id, created, index, None, a.finish_reason))
+        if job.include_usage:
+            await emit(oa.usage_chunk(job, request_id, created, sum(a.tokens for a in answers)))
+        await send({"type": "http.response.body", "body": oa.STREAM_DONE})
+
+    # -- control endpoints (never logged, never need the API key) -------------------------------
+    async def _get_log(self, receive: Receive, send: Send) -> None:
+        records = [r.to_json() for r in self.log.snapshot()]
+        await _respond(send, 200, oa.dumps({"requests": records}))
+
+    async def _clear_log(self, receive: Receive, send: Send) -> None:
+        self.log.clear()
+        await _respond(send, 200, b'{"cleared":true}')
+
+    async def _get_faults(self, receive: Receive, send: Send) -> None:
+        await _respond(send, 200, oa.dumps(self.faults.plan.to_json()))
+
+    async def _set_faults(self, receive: Receive, send: Send) -> None:
+        try:
+            data = json.loads(await _read_body(receive) or b"{}")
+            plan = FaultPlan.coerce(data if isinstance(data, dict | str) or data is None else str(data))
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            await _respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
+            return
+        except _Disconnected:
+            return
+        self.faults.set(plan)
+        await _respond(send, 200, oa.dumps(plan.to_json()))
+
+    async def _get_config(self, receive: Receive, send: Send) -> None:
+        config = {**asdict(self.config), "api_key": None if self.config.api_key is None else "***"}
+        await _respond(send, 200, oa.dumps(config))
