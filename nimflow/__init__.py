@@ -1,37 +1,64 @@
-"""nimflow: async batch-inference workflows with cached tasks, map_task and warm model servers."""
+"""nimflow: async batch-inference workflows with cached tasks, map_task and warm model servers.
 
-from nimflow._context import current_run_id, session
-from nimflow._run import RunResult, arun, run
-from nimflow._task import TaskSpec, task
-from nimflow._workflow import WorkflowSpec, map_task, workflow
-from nimflow.errors import (
-    ActorError,
-    LLMError,
-    NimflowError,
-    RunFailedError,
-    SerializationError,
-    TaskFailedError,
-    UserInputError,
-    WorkflowDefinitionError,
-)
+Names are imported on first use, so `import nimflow` (and the pytest plugin that every test run
+of an installing project loads) does not pay for the database and HTTP stacks up front.
+"""
 
-__all__ = [
-    "ActorError",
-    "LLMError",
-    "NimflowError",
-    "RunFailedError",
-    "RunResult",
-    "SerializationError",
-    "TaskFailedError",
-    "TaskSpec",
-    "UserInputError",
-    "WorkflowDefinitionError",
-    "WorkflowSpec",
-    "arun",
-    "current_run_id",
-    "map_task",
-    "run",
-    "session",
-    "task",
-    "workflow",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nimflow._context import current_run_id, session
+    from nimflow._run import RunResult, arun, run
+    from nimflow._task import TaskSpec, task
+    from nimflow._workflow import WorkflowSpec, map_task, workflow
+    from nimflow.errors import (
+        ActorError,
+        LLMError,
+        NimflowError,
+        RunFailedError,
+        SerializationError,
+        TaskFailedError,
+        UserInputError,
+        WorkflowDefinitionError,
+    )
+
+_EXPORTS: dict[str, str] = {
+    "current_run_id": "nimflow._context",
+    "session": "nimflow._context",
+    "RunResult": "nimflow._run",
+    "arun": "nimflow._run",
+    "run": "nimflow._run",
+    "TaskSpec": "nimflow._task",
+    "task": "nimflow._task",
+    "WorkflowSpec": "nimflow._workflow",
+    "map_task": "nimflow._workflow",
+    "workflow": "nimflow._workflow",
+    "ActorError": "nimflow.errors",
+    "LLMError": "nimflow.errors",
+    "NimflowError": "nimflow.errors",
+    "RunFailedError": "nimflow.errors",
+    "SerializationError": "nimflow.errors",
+    "TaskFailedError": "nimflow.errors",
+    "UserInputError": "nimflow.errors",
+    "WorkflowDefinitionError": "nimflow.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        if name in ("llm", "actors", "testing"):
+            return importlib.import_module(f"nimflow.{name}")
+        raise AttributeError(f"module 'nimflow' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return [*__all__, "llm", "actors", "testing"]
