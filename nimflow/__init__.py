@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from nimflow._run import RunResult, arun, run
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task, workflow
+    from nimflow.actors import NIM, VLLM, ActorEnvironment, LocalProcess, NIMSecrets, OpenAIEndpoint
     from nimflow.errors import (
         ActorError,
         LLMError,
@@ -24,9 +25,19 @@ if TYPE_CHECKING:
         UserInputError,
         WorkflowDefinitionError,
     )
+    from nimflow.llm.context import current_actor
+    from nimflow.secrets import Secret
 
 _EXPORTS: dict[str, str] = {
+    "ActorEnvironment": "nimflow.actors",
+    "NIM": "nimflow.actors",
+    "VLLM": "nimflow.actors",
+    "NIMSecrets": "nimflow.actors",
+    "OpenAIEndpoint": "nimflow.actors",
+    "LocalProcess": "nimflow.actors",
+    "Secret": "nimflow.secrets",
     "current_run_id": "nimflow._context",
+    "current_actor": "nimflow.llm.context",
     "session": "nimflow._context",
     "RunResult": "nimflow._run",
     "arun": "nimflow._run",
@@ -46,7 +57,34 @@ _EXPORTS: dict[str, str] = {
     "WorkflowDefinitionError": "nimflow.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "NIM",
+    "VLLM",
+    "ActorEnvironment",
+    "ActorError",
+    "LLMError",
+    "LocalProcess",
+    "NIMSecrets",
+    "NimflowError",
+    "OpenAIEndpoint",
+    "RunFailedError",
+    "RunResult",
+    "Secret",
+    "SerializationError",
+    "TaskFailedError",
+    "TaskSpec",
+    "UserInputError",
+    "WorkflowDefinitionError",
+    "WorkflowSpec",
+    "arun",
+    "current_actor",
+    "current_run_id",
+    "map_task",
+    "run",
+    "session",
+    "task",
+    "workflow",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -82,12 +82,10 @@ async def arun(
     values = validate_inputs(wf, inputs)
     graph = wf.build()
     envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
-    unknown = set(servers or {}) - set(envs)
-    if unknown:
-        raise UserInputError(
-            f"--server names {sorted(unknown)}, which workflow {wf.name} does not use; "
-            f"its actors are: {sorted(envs) or 'none'}."
-        )
+    if servers:
+        from nimflow.actors.overrides import check_overrides
+
+        check_overrides(servers, envs.values())
     own_store = store is None
     store = store or Store.open()
     run_id = uuid.uuid4().hex[:12]

@@ -29,6 +29,8 @@ from nimflow import _serialize
 from nimflow._loader import pick_workflow
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
+from nimflow.actors.cli import actors_app, secret_app
+from nimflow.actors.overrides import parse_assignment
 from nimflow.errors import NimflowError, RunFailedError, UserInputError
 from nimflow.testing.cli import fake_server
 
@@ -40,6 +42,8 @@ app = typer.Typer(
 )
 cache_app = typer.Typer(help="Inspect or clear cached task results.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
+app.add_typer(actors_app, name="actors")
+app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
 
 console = Console()
@@ -108,7 +112,7 @@ def run(
     except click.ClickException as exc:
         exc.show()
         raise typer.Exit(2) from exc
-    servers = _parse_servers(server or [])
+    servers = dict(parse_assignment(item) for item in server or [])
     _setup_logging()
     while True:
         _run_once(wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
@@ -167,19 +171,6 @@ def _print_failures(failures: list[Any], *, show_traceback: bool) -> None:
         err_console.print(failures[0].traceback.rstrip(), highlight=False, markup=False)
     if len(failures) > 5:
         err_console.print(f"... and {len(failures) - 5} more failures")
-
-
-def _parse_servers(specs: list[str]) -> dict[str, str]:
-    servers: dict[str, str] = {}
-    for spec in specs:
-        actor, sep, how = spec.partition("=")
-        if not sep or not actor or not how:
-            raise UserInputError(
-                f"--server {spec!r}: expected ACTOR=SPEC, e.g. --server nim-actor=fake or "
-                "--server nim-actor=endpoint:http://127.0.0.1:8000/v1"
-            )
-        servers[actor] = how
-    return servers
 
 
 def _setup_logging() -> None:

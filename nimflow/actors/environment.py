@@ -1,0 +1,89 @@
+"""ActorEnvironment: a named pool of model server replicas that actor tasks send requests to."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+
+from nimflow.actors.servers import ServerSpec
+from nimflow.errors import UserInputError
+
+if TYPE_CHECKING:
+    from nimflow._task import TaskSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+__all__ = ["ActorEnvironment"]
+
+# Actor names end up in container names and labels: keep them to what Docker accepts.
+_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+
+
+class ActorEnvironment:
+    """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
+    of the run). `max_concurrency` caps the requests in flight per replica (default 64)."""
+
+    def __init__(
+        self,
+        name: str,
+        server: ServerSpec,
+        replica_count: int = 1,
+        ttl_seconds: float = 900,
+        max_concurrency: int | None = None,
+    ) -> None:
+        if not _NAME.match(name):
+            raise UserInputError(
+                f"actor name {name!r} is not valid: use letters, digits, '-', '_' or '.', starting with a "
+                "letter or digit (at most 63 characters), e.g. 'nim-actor'."
+            )
+        if not isinstance(server, ServerSpec):
+            raise UserInputError(
+                f"actor {name!r}: server must be nf.NIM, nf.VLLM, nf.OpenAIEndpoint or nf.LocalProcess, "
+                f"not {type(server).__name__}."
+            )
+        if replica_count < 1:
+            raise UserInputError(f"actor {name!r}: replica_count must be 1 or more, not {replica_count}.")
+        if ttl_seconds < 0:
+            raise UserInputError(f"actor {name!r}: ttl_seconds must be 0 or more, not {ttl_seconds}.")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise UserInputError(f"actor {name!r}: max_concurrency must be 1 or more, not {max_concurrency}.")
+        self.name = name
+        self.server = server
+        self.replica_count = replica_count
+        self.ttl_seconds = float(ttl_seconds)
+        self.max_concurrency = max_concurrency
+
+    @overload
+    def task(self, fn: Callable[P, R], /) -> TaskSpec[P, R]: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        cache: bool = False,
+        cache_version: str = "0",
+        cache_ignore: Iterable[str] = (),
+        retries: int = 0,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
+
+    def task(
+        self, fn: Callable[P, R] | None = None, /, **task_kwargs: Any
+    ) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
+        """Like `nf.task`, for tasks that call this actor's server through `nf.current_actor()`."""
+        from nimflow._task import task
+
+        if fn is not None:
+            return task(actor=self, **task_kwargs)(fn)
+        return task(actor=self, **task_kwargs)
+
+    def __repr__(self) -> str:
+        return (
+            f"ActorEnvironment(name={self.name!r}, server={self.server!r}, "
+            f"replica_count={self.replica_count}, ttl_seconds={self.ttl_seconds:g})"
+        )

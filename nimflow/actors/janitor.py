@@ -1,0 +1,204 @@
+"""The janitor: a small detached process that stops replicas whose TTL has passed.
+
+It runs even when no nimflow process does. One instance per NIMFLOW_HOME (an flock on
+janitor.lock); it exits once nothing is left to watch, and nimflow starts it again when it leaves
+a replica warm. A replica in use (its run heartbeats `last_used`) is given at least
+IN_USE_GRACE_SECONDS, so a run that was kill -9'd still has its servers stopped.
+
+    python -m nimflow.actors.janitor [--once]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nimflow import _config
+
+if TYPE_CHECKING:
+    from nimflow._store import ActorReplica
+    from nimflow.actors.launchers.base import Launcher, ReplicaInfo
+
+__all__ = ["HEARTBEAT_SECONDS", "IN_USE_GRACE_SECONDS", "ensure_running", "expires_at", "sweep"]
+
+log = logging.getLogger("nimflow.actors.janitor")
+
+HEARTBEAT_SECONDS = 15.0
+IN_USE_GRACE_SECONDS = 60.0
+MAX_SLEEP = 5.0  # a run that ends turns in-use replicas idle: notice it soon
+MAX_LIFETIME = 30 * 24 * 3600.0  # a bound on the loop, far past any sensible TTL
+LOCK_WAIT = 2.0  # a janitor that is just exiting still holds the lock for a moment
+
+
+def expires_at(last_used: float, ttl: float, status: str) -> float:
+    if status == "in_use":
+        return last_used + max(ttl, IN_USE_GRACE_SECONDS)
+    return last_used + ttl
+
+
+def _lock_path() -> Path:
+    return _config.home() / "janitor.lock"
+
+
+@contextlib.contextmanager
+def _single_instance(wait: float) -> Iterator[bool]:
+    with open(_lock_path(), "a") as handle:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.1)
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sweep(store: object, now: float | None = None) -> float | None:
+    """Stop expired replicas and forget vanished ones; the next expiry time, or None if none is left."""
+    from sqlmodel import select
+
+    from nimflow._store import ActorReplica, Store
+
+    assert isinstance(store, Store)
+    now = time.time() if now is None else now
+    with store.session() as session:
+        rows = [r for r in session.exec(select(ActorReplica)) if r.kind in ("docker", "process", "fake")]
+    next_expiry: float | None = None
+    for row in rows:
+        info = _info(row)
+        launcher = _launcher(row.kind)
+        try:
+            gone = not launcher.status(info).running
+            expiry = expires_at(row.last_used, row.ttl_seconds, row.status)
+            if not gone and now < expiry:
+                next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
+                continue
+            if not gone:
+                log.info("stopping %s (TTL passed)", row.id)
+                launcher.stop(info)
+        except Exception as exc:  # engine down, permission: try again next round
+            log.warning("cannot check or stop %s: %s", row.id, exc)
+            retry = now + MAX_SLEEP
+            next_expiry = retry if next_expiry is None else min(next_expiry, retry)
+            continue
+        with store.session() as session:
+            current = session.get(ActorReplica, row.id)
+            # Only forget the row if nobody re-used or replaced the replica meanwhile.
+            if current is not None and current.handle == row.handle and current.last_used == row.last_used:
+                session.delete(current)
+                session.commit()
+    return next_expiry
+
+
+def stop_row(store: object, row: ActorReplica) -> None:
+    """Stop one recorded replica now and forget it (for `nimflow actors stop`)."""
+    from nimflow._store import ActorReplica, Store
+
+    assert isinstance(store, Store)
+    _launcher(row.kind).stop(_info(row))
+    with store.session() as session:
+        current = session.get(ActorReplica, row.id)
+        if current is not None:
+            session.delete(current)
+            session.commit()
+
+
+def _info(row: ActorReplica) -> ReplicaInfo:
+    from nimflow.actors.launchers.base import ReplicaInfo
+
+    return ReplicaInfo(
+        actor=row.actor, replica=row.replica, kind=row.kind, handle=row.handle, base_url=row.base_url,
+        port=0, config_hash=row.config_hash, model=row.model, ttl=row.ttl_seconds,
+    )  # fmt: skip
+
+
+_LAUNCHERS: dict[str, Launcher] = {}
+
+
+def _launcher(kind: str) -> Launcher:
+    if kind not in _LAUNCHERS:
+        if kind == "docker":
+            from nimflow.actors.launchers.docker import DockerLauncher
+
+            _LAUNCHERS[kind] = DockerLauncher()
+        else:
+            from nimflow.actors.launchers.process import ProcessLauncher
+
+            _LAUNCHERS[kind] = ProcessLauncher()
+    return _LAUNCHERS[kind]
+
+
+def _has_rows(store: object) -> bool:
+    from sqlmodel import select
+
+    from nimflow._store import ActorReplica, Store
+
+    assert isinstance(store, Store)
+    with store.session() as session:
+        return any(r.kind in ("docker", "process", "fake") for r in session.exec(select(ActorReplica)))
+
+
+def run(once: bool = False) -> int:
+    from nimflow._store import Store
+
+    store = Store.open()
+    started = time.monotonic()
+    try:
+        for _ in range(10_000):  # re-acquisitions, see below
+            with _single_instance(LOCK_WAIT) as owner:
+                if not owner:
+                    return 0  # another janitor watches this home
+                while time.monotonic() - started < MAX_LIFETIME:
+                    next_expiry = sweep(store)
+                    if next_expiry is None or once:
+                        break
+                    time.sleep(min(MAX_SLEEP, max(0.2, next_expiry - time.time() + 0.05)))
+            # A run may have recorded a replica after the last sweep and, seeing the lock held,
+            # started no janitor: look once more now that the lock is free.
+            if once or not _has_rows(store):
+                return 0
+    finally:
+        store.close()
+    return 0
+
+
+def ensure_running(db_url: str | None = None) -> None:
+    """Start a detached janitor for this NIMFLOW_HOME unless one holds the lock already."""
+    home = _config.home()
+    with open(_lock_path(), "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # a janitor runs; it re-reads the replicas before it exits
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    env = dict(os.environ)
+    env["NIMFLOW_HOME"] = str(home)
+    if db_url:
+        env["NIMFLOW_DB_URL"] = db_url
+    from nimflow.actors.launchers.detach import spawn_detached
+
+    # Detached: the janitor outlives this process and is nobody's child to reap.
+    spawn_detached([sys.executable, "-m", "nimflow.actors.janitor"], log=home / "janitor.log", env=env)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s janitor[%(process)d] %(message)s")
+    return run(once="--once" in args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

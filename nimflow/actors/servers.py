@@ -1,0 +1,298 @@
+"""Server specs: what serves an actor's OpenAI-compatible API.
+
+Specs are plain frozen values. They know their identity (what served an answer, for cache keys),
+a config hash (to tell whether a running replica still matches), and nothing about how they are
+started: that is the launchers' job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+from nimflow.actors.errors import ActorConfigError
+
+__all__ = [
+    "NIM",
+    "VLLM",
+    "FakeOpenAI",
+    "LocalProcess",
+    "NIMSecrets",
+    "OpenAIEndpoint",
+    "ServerSpec",
+    "parse_quantity",
+]
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.8.5"
+Kind = Literal["docker", "process", "endpoint", "fake"]
+
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?|[kmgt]i?|[kmgt]b|[KMGT]B)?\s*$")
+_UNITS = {"k": 1000, "m": 1000**2, "g": 1000**3, "t": 1000**4}
+
+
+def parse_quantity(value: int | str | None) -> int | None:
+    """Bytes from "20Gi", "512Mi", "16g" (docker style, binary) or an int; None stays None."""
+    if value is None or isinstance(value, int):
+        return value
+    match = _QUANTITY.match(value)
+    if not match:
+        raise ActorConfigError(
+            f"{value!r} is not a size: write it like '20Gi', '512Mi' or a number of bytes."
+        )
+    number, unit = float(match.group(1)), (match.group(2) or "")
+    if not unit:
+        return int(number)
+    base = unit[0].lower()
+    # "Gi" is binary; docker's own "g" is binary too; only "G"/"GB" (SI) are powers of 1000.
+    binary = unit.endswith("i") or unit.islower()
+    factor = 1024 ** (list(_UNITS).index(base) + 1) if binary else _UNITS[base]
+    return int(number * factor)
+
+
+# How long to wait for a server, or whether to pull it, does not change the server itself.
+_NOT_IN_HASH = {"startup_timeout", "pull", "health_endpoint"}
+
+
+def _short_hash(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class ServerSpec:
+    """What every server spec offers to the pool."""
+
+    kind: ClassVar[Kind]
+    health_endpoint: str | None
+    startup_timeout: float
+
+    def model_name(self) -> str | None:
+        """The model the server is expected to serve; None means "whatever /v1/models lists first"."""
+        raise NotImplementedError
+
+    def adapters(self) -> tuple[str, ...]:
+        """LoRA adapter names the server is expected to serve as models."""
+        return ()
+
+    def identity(self) -> str:
+        """What serves the answers, for cache keys; known without starting anything."""
+        raise NotImplementedError
+
+    def config_hash(self) -> str:
+        """Changes whenever a running replica would have to be replaced. Secret names only."""
+        fields = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_HASH}  # type: ignore[call-overload]
+        return _short_hash({"kind": type(self).__name__, **fields})
+
+    def describe(self) -> str:
+        """One line for the run summary."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class NIMSecrets:
+    """Names of the secrets a NIM container needs (looked up in the environment or the secret store)."""
+
+    ngc_api_key: str | None = "NGC_API_KEY"
+    hf_token: str | None = "HF_TOKEN"
+
+
+@dataclass(frozen=True)
+class NIM(ServerSpec):
+    """An NVIDIA NIM container. `port` is the host port of replica 0 (replica i uses port + i;
+    0 picks free ports)."""
+
+    kind: ClassVar[Kind] = "docker"
+    image: str
+    secrets: NIMSecrets = field(default_factory=NIMSecrets)
+    model: str | None = None
+    port: int = 8000
+    gpu: int | Literal["all"] = 1
+    cpu: float | None = None
+    mem: str | int | None = "20Gi"
+    shm_size: str | int | None = "16Gi"
+    env: Mapping[str, str] = field(default_factory=dict)
+    hf_repo_ids: Sequence[str] = ()
+    health_endpoint: str | None = "/v1/health/ready"
+    startup_timeout: float = 1800.0  # the first start downloads the model
+    pull: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", dict(self.env))
+        object.__setattr__(self, "hf_repo_ids", tuple(self.hf_repo_ids))
+        if self.hf_repo_ids and not self.env.get("NIM_PEFT_SOURCE"):
+            raise ActorConfigError(
+                f"NIM {self.image}: hf_repo_ids {list(self.hf_repo_ids)} are LoRA adapters, and NIM loads "
+                "them from the folder named by NIM_PEFT_SOURCE; add "
+                "env={'NIM_PEFT_SOURCE': '/home/nvs/loras'} (any path inside the container)."
+            )
+        if self.hf_repo_ids and (self.secrets.hf_token is None):
+            raise ActorConfigError(
+                f"NIM {self.image}: hf_repo_ids need a Hugging Face token to download; "
+                "set NIMSecrets(hf_token='HF_TOKEN')."
+            )
+        parse_quantity(self.mem)
+        parse_quantity(self.shm_size)
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    def default_model_name(self) -> str:
+        """The name NIM serves its model under, guessed from the image (nvcr.io/nim/meta/x:1 -> meta/x)."""
+        if self.model:
+            return self.model
+        path = self.image.split(":")[0]
+        parts = path.split("/")
+        if parts and "." in parts[0]:
+            parts = parts[1:]  # registry host
+        if parts and parts[0] == "nim":
+            parts = parts[1:]
+        return "/".join(parts[-2:]) if parts else path
+
+    def adapters(self) -> tuple[str, ...]:
+        # NIM serves each adapter under its folder's name inside NIM_PEFT_SOURCE.
+        return tuple(repo.rstrip("/").split("/")[-1] for repo in self.hf_repo_ids)
+
+    def identity(self) -> str:
+        return f"nim:{self.image}:{self.model or ''}:{','.join(self.adapters())}"
+
+    def describe(self) -> str:
+        return f"NIM {self.image}"
+
+
+@dataclass(frozen=True)
+class VLLM(ServerSpec):
+    """A vLLM OpenAI server container (`vllm/vllm-openai`).
+
+    `lora_modules` maps an adapter name to its Hugging Face repo or a path inside the container."""
+
+    kind: ClassVar[Kind] = "docker"
+    model: str
+    image: str = VLLM_IMAGE
+    args: Sequence[str] = ()
+    port: int = 8000
+    gpu: int | Literal["all"] = 1
+    hf_token: str | None = "HF_TOKEN"
+    lora_modules: Mapping[str, str] = field(default_factory=dict)
+    cpu: float | None = None
+    mem: str | int | None = None
+    shm_size: str | int | None = "8Gi"
+    env: Mapping[str, str] = field(default_factory=dict)
+    health_endpoint: str | None = "/health"
+    startup_timeout: float = 1800.0
+    pull: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "lora_modules", dict(self.lora_modules))
+        object.__setattr__(self, "env", dict(self.env))
+        parse_quantity(self.mem)
+        parse_quantity(self.shm_size)
+
+    def model_name(self) -> str:
+        for arg in self.args:  # vLLM serves under --served-model-name when given
+            if arg.startswith("--served-model-name="):
+                return arg.split("=", 1)[1].split()[0]
+        return self.model
+
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self.lora_modules)
+
+    def identity(self) -> str:
+        lora = ",".join(f"{k}={v}" for k, v in sorted(self.lora_modules.items()))
+        return f"vllm:{self.image}:{self.model}:{' '.join(self.args)}:{lora}"
+
+    def describe(self) -> str:
+        return f"vLLM {self.image} serving {self.model}"
+
+
+@dataclass(frozen=True)
+class OpenAIEndpoint(ServerSpec):
+    """A server that already runs (docker-compose, a hosted catalog). `api_key` is a secret's name."""
+
+    kind: ClassVar[Kind] = "endpoint"
+    base_url: str
+    api_key: str | None = None
+    model: str | None = None
+    health_endpoint: str | None = None
+    startup_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://", self.base_url):
+            raise ActorConfigError(f"endpoint {self.base_url!r} must start with http:// or https://.")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    def identity(self) -> str:
+        return f"endpoint:{self.base_url}:{self.model or ''}"
+
+    def describe(self) -> str:
+        return f"endpoint {self.base_url}"
+
+
+@dataclass(frozen=True)
+class LocalProcess(ServerSpec):
+    """A server run as a subprocess. `{port}` in the command is replaced by the replica's port
+    (also given as $PORT); port=0 picks a free one, otherwise replica i uses port + i."""
+
+    kind: ClassVar[Kind] = "process"
+    command: str | Sequence[str]
+    port: int = 0
+    health_endpoint: str | None = "/health"
+    model: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.command, str):
+            object.__setattr__(self, "command", tuple(self.command))
+        object.__setattr__(self, "env", dict(self.env))
+        if not self.argv():
+            raise ActorConfigError("LocalProcess needs a command.")
+
+    def argv(self, port: int | None = None) -> list[str]:
+        argv = shlex.split(self.command) if isinstance(self.command, str) else list(self.command)
+        if port is not None:
+            argv = [a.replace("{port}", str(port)) for a in argv]
+        return argv
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    def identity(self) -> str:
+        return f"process:{shlex.join(self.argv())}:{self.model or ''}"
+
+    def describe(self) -> str:
+        return f"local process `{shlex.join(self.argv())}`"
+
+
+@dataclass(frozen=True)
+class FakeOpenAI(ServerSpec):
+    """The fake OpenAI server of nimflow.testing, started as a subprocess for one run."""
+
+    kind: ClassVar[Kind] = "fake"
+    model: str
+    adapter_names: Sequence[str] = ()
+    latency_ms: float = 0.0
+    health_endpoint: str | None = "/v1/health/ready"
+    startup_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter_names", tuple(self.adapter_names))
+
+    def model_name(self) -> str:
+        return self.model
+
+    def adapters(self) -> tuple[str, ...]:
+        return tuple(self.adapter_names)
+
+    def identity(self) -> str:
+        return f"fake:{self.model}:{','.join(self.adapter_names)}"
+
+    def describe(self) -> str:
+        return "fake server (answers are not from a model)"

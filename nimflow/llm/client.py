@@ -1,0 +1,85 @@
+"""Build the openai clients an actor task uses, wired to the actor's replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import httpx2
+import openai
+
+from nimflow.llm.context import ActorContext
+from nimflow.llm.retry import DEFAULT_POLICY, RetryPolicy
+from nimflow.llm.router import Router
+from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
+
+__all__ = ["build_actor_context", "close_actor_context"]
+
+# Servers without authentication accept any bearer token; the openai client insists on one.
+_NO_KEY = "nimflow-no-key"
+
+
+def build_actor_context(
+    name: str,
+    model: str,
+    replica_urls: Sequence[str],
+    *,
+    api_key: str | None = None,
+    max_in_flight_per_replica: int = 64,
+    served_by: str = "",
+    on_replica_down: Callable[[str], Awaitable[str | None]] | None = None,
+    timeout: float = 600.0,
+    connect_timeout: float = 5.0,
+    api_key_name: str | None = None,
+    retry_policy: RetryPolicy = DEFAULT_POLICY,
+) -> ActorContext:
+    """Clients for an actor's replicas (URLs like "http://127.0.0.1:8001/v1").
+
+    `on_replica_down(url)` is awaited once per failure episode when a replica refuses connections;
+    it may restart the replica and return its new base URL, or return None to leave it out of
+    rotation. `api_key_name` names the secret or env var holding the key, for 401 messages.
+    """
+    urls = [u.rstrip("/") for u in replica_urls]
+    router = Router(urls, max_in_flight=max_in_flight_per_replica, on_replica_down=on_replica_down)
+    base_url = urls[0]
+    key = api_key or _NO_KEY
+    http_timeout = httpx2.Timeout(timeout, connect=connect_timeout)
+    client = openai.AsyncOpenAI(
+        api_key=key,
+        base_url=base_url,
+        max_retries=0,  # retries live in the transport (retry.py)
+        timeout=http_timeout,
+        http_client=httpx2.AsyncClient(
+            transport=AsyncRoutingTransport(router, base_url, policy=retry_policy),
+            timeout=http_timeout,
+            trust_env=False,
+        ),
+    )
+    sync_client = openai.OpenAI(
+        api_key=key,
+        base_url=base_url,
+        max_retries=0,
+        timeout=http_timeout,
+        http_client=httpx2.Client(
+            transport=SyncRoutingTransport(router, base_url, policy=retry_policy),
+            timeout=http_timeout,
+            trust_env=False,
+        ),
+    )
+    return ActorContext(
+        name=name,
+        model=model,
+        base_url=base_url,
+        client=client,
+        sync_client=sync_client,
+        served_by=served_by,
+        router=router,
+        api_key_name=api_key_name,
+    )
+
+
+async def close_actor_context(ctx: ActorContext) -> None:
+    """Close both clients and their connections; cancels replica restarts still in progress."""
+    try:
+        await ctx.client.close()
+    finally:
+        ctx.sync_client.close()

@@ -1,0 +1,74 @@
+"""The actor a task is running on: `nf.current_actor()` inside an actor task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import openai
+
+from nimflow.llm.errors import NoActorError
+
+if TYPE_CHECKING:
+    from nimflow.llm.router import Router
+
+__all__ = ["ActorContext", "current_actor", "use_actor"]
+
+
+@dataclass
+class ActorContext:
+    name: str  # actor name, e.g. "nim-actor"
+    model: str  # default model; a LoRA adapter is chosen by passing its name as `model`
+    base_url: str  # the URL the clients are built on (the first replica's, ending in /v1)
+    client: openai.AsyncOpenAI
+    sync_client: openai.OpenAI
+    served_by: str  # e.g. "docker:nvcr.io/nim/...:1.0.0" or "fake", shown to users
+    # Replica routing state; None for a context built by hand around plain clients (tests).
+    router: Router | None = field(default=None, repr=False)
+    api_key_name: str | None = None  # the secret / env var holding the key, named in 401 errors
+
+    @property
+    def replica_urls(self) -> list[str]:
+        """Current replica base URLs (a restarted replica may have a new port)."""
+        if self.router is None:
+            return [self.base_url]
+        return [r.url for r in self.router.replicas]
+
+    @property
+    def capacity(self) -> int:
+        """How many requests the replicas take at once (sum of their in-flight caps)."""
+        if self.router is None:
+            return 64
+        return self.router.max_in_flight * len(self.router.replicas)
+
+
+_current: ContextVar[ActorContext | None] = ContextVar("nimflow_actor", default=None)
+
+
+def current_actor() -> ActorContext:
+    """The actor serving the running actor task."""
+    ctx = _current.get()
+    if ctx is None:
+        raise NoActorError(
+            "nf.current_actor() was called outside an actor task. Call it inside a function decorated "
+            "with @actor.task(...) (actor = nf.ActorEnvironment(...)), run through a workflow; in a "
+            "unit test, wrap the call in nimflow.llm.use_actor(ctx)."
+        )
+    return ctx
+
+
+def try_current_actor() -> ActorContext | None:
+    return _current.get()
+
+
+@contextmanager
+def use_actor(ctx: ActorContext) -> Iterator[None]:
+    """Make `ctx` the current actor inside the block (and in threads started from it with anyio)."""
+    token = _current.set(ctx)
+    try:
+        yield
+    finally:
+        _current.reset(token)

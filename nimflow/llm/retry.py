@@ -1,0 +1,235 @@
+"""The one retry layer for model calls (tenacity).
+
+It wraps the routing transport's send, below the openai client, and the client is built with
+`max_retries=0`. Wrapping the transport rather than the helper functions means raw
+`ctx.client.chat.completions.create(...)` calls in user tasks get the same policy as `chat_many` and
+`extract`, every retry is counted in the task's usage meter whoever made the call, and retries
+never stack (SDK x helper x transport). The cost: the transport sees HTTP, not SDK objects, so the
+predicate below is written on status codes and transport exceptions, as openai-python's own
+`_should_retry` is.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx2
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from nimflow.llm.usage import current_usage
+
+__all__ = ["RetryPolicy", "parse_retry_after", "send_with_retries", "send_with_retries_sync", "should_retry"]
+
+log = logging.getLogger("nimflow.llm")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6  # first try included
+    backoff_initial: float = 0.5  # seconds, doubling per attempt, plus up to as much again of jitter
+    backoff_max: float = 20.0
+    retry_after_max: float = 60.0  # a longer Retry-After is cut to this
+    max_elapsed: float = 600.0  # no new attempt after this long in total
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+def should_retry_status(status: int) -> bool:
+    # 408 request timeout, 409 lock/conflict (vLLM and proxies use it for transient state),
+    # 429 rate limited, and any 5xx. Never 400/401/403/404/422: the same request fails the same way.
+    return status in (408, 409, 429) or status >= 500
+
+
+def should_retry_exception(exc: BaseException) -> bool:
+    # Timeouts, refused/reset connections and connections dropped before a response. (A refused
+    # connection is first failed over to another replica by the transport; it reaches this layer
+    # only when no replica would take it.)
+    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+
+
+def should_retry(response: httpx2.Response | None = None, exc: BaseException | None = None) -> bool:
+    """Whether an attempt's outcome (a response or a transport exception) is worth another try."""
+    if exc is not None:
+        return should_retry_exception(exc)
+    if response is None:
+        return False
+    # Servers may say it outright (non-standard, honoured by openai-python too).
+    hint = response.headers.get("x-should-retry")
+    if hint == "true":
+        return True
+    if hint == "false":
+        return False
+    return should_retry_status(response.status_code)
+
+
+def parse_retry_after(headers: httpx2.Headers) -> float | None:
+    """Seconds to wait from `retry-after-ms`, or `Retry-After` as seconds or an HTTP date."""
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        try:
+            value = float(ms) / 1000
+            return value if math.isfinite(value) and value >= 0 else None
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+        return value if math.isfinite(value) and value >= 0 else None
+    except ValueError:
+        pass
+    try:
+        date = email.utils.parsedate_tz(raw)
+        if date is None:
+            return None
+        return max(0.0, email.utils.mktime_tz(date) - time.time())
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+class _Wait:
+    """Retry-After when the server sent one (capped), else jittered exponential backoff."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._backoff = wait_exponential_jitter(
+            multiplier=policy.backoff_initial, max=policy.backoff_max, jitter=policy.backoff_initial
+        )
+
+    def __call__(self, state: RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            response: httpx2.Response = outcome.result()
+            after = parse_retry_after(response.headers)
+            if after is not None:
+                return min(after, self._policy.retry_after_max)
+        return float(self._backoff(state))
+
+
+def _describe(state: RetryCallState) -> str:
+    outcome = state.outcome
+    if outcome is None:
+        return "?"
+    if outcome.failed:
+        exc = outcome.exception()
+        return type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+    response: httpx2.Response = outcome.result()
+    return f"HTTP {response.status_code}"
+
+
+def _retry_predicate(response: httpx2.Response) -> bool:
+    return should_retry(response)
+
+
+def _count_and_log(request: httpx2.Request, policy: RetryPolicy) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            outcome.result().close()  # bodies of retried responses are already read; free them
+        usage = current_usage()
+        if usage is not None:
+            usage.add(retries=1)
+        sleep = state.next_action.sleep if state.next_action is not None else 0.0
+        # Only method and path: the URL's query or headers could carry secrets.
+        log.debug(
+            "retrying %s %s after %s (attempt %d of %d) in %.2fs",
+            request.method,
+            request.url.path,
+            _describe(state),
+            state.attempt_number + 1,
+            policy.max_attempts,
+            sleep,
+        )
+
+    return before_sleep
+
+
+def _final(state: RetryCallState) -> httpx2.Response:
+    # Out of attempts: hand back the last response (the SDK turns it into its status error) or
+    # re-raise the last transport error.
+    assert state.outcome is not None
+    result: httpx2.Response = state.outcome.result()
+    return result
+
+
+def _replayable(request: httpx2.Request) -> bool:
+    try:
+        request.content  # noqa: B018 - raises when the body is a one-shot stream
+    except httpx2.RequestNotRead:
+        return False
+    return True
+
+
+async def send_with_retries(
+    request: httpx2.Request,
+    send: Callable[[httpx2.Request], Awaitable[httpx2.Response]],
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> httpx2.Response:
+    # Fast path: the first attempt runs without tenacity's bookkeeping, which only starts once an
+    # outcome asks for a retry (almost never, at benchmark rates).
+    first_exc: BaseException | None = None
+    first: httpx2.Response | None = None
+    try:
+        first = await send(request)
+    except Exception as exc:
+        if not should_retry_exception(exc) or policy.max_attempts < 2 or not _replayable(request):
+            raise
+        first_exc = exc
+    if first is not None and (policy.max_attempts < 2 or not should_retry(first) or not _replayable(request)):
+        return first
+
+    pending: list[httpx2.Response | BaseException] = [first_exc if first_exc is not None else first]  # type: ignore[list-item]
+
+    async def attempt() -> httpx2.Response:
+        if pending:
+            known = pending.pop()
+            if isinstance(known, BaseException):
+                raise known
+            return known
+        return await send(request)
+
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_elapsed),
+        wait=_Wait(policy),
+        retry=retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
+        before_sleep=_count_and_log(request, policy),
+        retry_error_callback=_final,
+        reraise=True,
+    )
+    result: httpx2.Response = await retrying(attempt)
+    return result
+
+
+def send_with_retries_sync(
+    request: httpx2.Request,
+    send: Callable[[httpx2.Request], httpx2.Response],
+    policy: RetryPolicy = DEFAULT_POLICY,
+) -> httpx2.Response:
+    replayable = _replayable(request)
+    retrying = Retrying(
+        stop=stop_after_attempt(policy.max_attempts if replayable else 1)
+        | stop_after_delay(policy.max_elapsed),
+        wait=_Wait(policy),
+        retry=retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
+        before_sleep=_count_and_log(request, policy),
+        retry_error_callback=_final,
+        reraise=True,
+    )
+    result: httpx2.Response = retrying(send, request)
+    return result

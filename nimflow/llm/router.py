@@ -1,0 +1,248 @@
+"""Replica selection shared by the async and sync transports.
+
+Each request goes to the in-rotation replica with the fewest requests in flight, never above the
+per-replica cap. Requests that find every replica at its cap wait in one FIFO queue and are handed a
+slot as soon as one frees up (fair: first come, first served). State is guarded by a thread lock
+because the sync client is used from worker threads while the async client runs on the event loop;
+the lock is uncontended on the hot path and held for a few attribute updates only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+__all__ = ["Replica", "Router"]
+
+log = logging.getLogger("nimflow.llm")
+
+OnReplicaDown = Callable[[str], Awaitable[str | None]]
+
+
+class Replica:
+    __slots__ = ("in_flight", "index", "restarting", "up", "url")
+
+    def __init__(self, index: int, url: str) -> None:
+        self.index = index
+        self.url = url.rstrip("/")
+        self.in_flight = 0
+        self.up = True
+        self.restarting = False
+
+    def __repr__(self) -> str:
+        state = "up" if self.up else ("restarting" if self.restarting else "down")
+        return f"Replica({self.url}, in_flight={self.in_flight}, {state})"
+
+
+class _Waiter(Protocol):
+    def give(self, replica: Replica, router: Router) -> bool: ...
+
+
+class _AsyncWaiter:
+    __slots__ = ("fut", "loop", "thread")
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.fut: asyncio.Future[Replica] = self.loop.create_future()
+        self.thread = threading.get_ident()
+
+    def give(self, replica: Replica, router: Router) -> bool:
+        if self.fut.done():
+            return False  # cancelled while queued
+        if threading.get_ident() == self.thread:
+            self.fut.set_result(replica)
+        else:
+            self.loop.call_soon_threadsafe(self._deliver, replica, router)
+        return True
+
+    def _deliver(self, replica: Replica, router: Router) -> None:
+        if self.fut.done():
+            router.release(replica)  # cancelled in the meantime: pass the slot on
+        else:
+            self.fut.set_result(replica)
+
+
+class _ThreadWaiter:
+    __slots__ = ("event", "replica")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.replica: Replica | None = None
+
+    def give(self, replica: Replica, router: Router) -> bool:
+        self.replica = replica
+        self.event.set()
+        return True
+
+
+class Router:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        max_in_flight: int,
+        on_replica_down: OnReplicaDown | None = None,
+        on_url_change: Callable[[Replica], None] | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("at least one replica URL is needed")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight_per_replica must be at least 1")
+        self.replicas = [Replica(i, u) for i, u in enumerate(urls)]
+        self.max_in_flight = max_in_flight
+        self._on_down = on_replica_down
+        self._on_url_change = on_url_change
+        self._lock = threading.Lock()
+        self._waiters: deque[_Waiter] = deque()
+        self._rr = 0  # rotates ties so light load spreads over replicas
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- selection (call with the lock held) -------------------------------------------------------
+    def _pick(self) -> Replica | None:
+        replicas = self.replicas
+        n = len(replicas)
+        best: Replica | None = None
+        start = self._rr
+        any_up = False
+        for k in range(n):
+            r = replicas[(start + k) % n]
+            if not r.up:
+                continue
+            any_up = True
+            if r.in_flight < self.max_in_flight and (best is None or r.in_flight < best.in_flight):
+                best = r
+        if best is None and not any_up and not any(r.restarting for r in replicas):
+            # Nothing in rotation and nothing coming back: probe the down replicas rather than
+            # fail for good, so a server that was only briefly away is picked up again.
+            for r in replicas:
+                if r.in_flight < self.max_in_flight and (best is None or r.in_flight < best.in_flight):
+                    best = r
+        if best is not None:
+            best.in_flight += 1
+            self._rr = (best.index + 1) % n
+        return best
+
+    def _wake(self) -> None:
+        while self._waiters:
+            r = self._pick()
+            if r is None:
+                return
+            w = self._waiters.popleft()
+            if not w.give(r, self):
+                r.in_flight -= 1
+
+    # -- acquire / release -------------------------------------------------------------------------
+    async def acquire(self, wait_limit: float | None = None) -> Replica:
+        with self._lock:
+            if not self._waiters:
+                r = self._pick()
+                if r is not None:
+                    return r
+            waiter = _AsyncWaiter()
+            self._waiters.append(waiter)
+        try:
+            return await asyncio.wait_for(waiter.fut, wait_limit)
+        except BaseException:
+            fut = waiter.fut
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self.release(fut.result())
+            raise
+
+    def acquire_sync(self, wait_limit: float | None = None) -> Replica:
+        with self._lock:
+            if not self._waiters:
+                r = self._pick()
+                if r is not None:
+                    return r
+            waiter = _ThreadWaiter()
+            self._waiters.append(waiter)
+        if not waiter.event.wait(wait_limit):
+            with self._lock:
+                if waiter.replica is None:
+                    self._waiters.remove(waiter)
+                    raise TimeoutError("timed out waiting for a free replica slot")
+        assert waiter.replica is not None
+        return waiter.replica
+
+    def release(self, replica: Replica) -> None:
+        with self._lock:
+            replica.in_flight -= 1
+            if self._waiters:
+                self._wake()
+
+    # -- health --------------------------------------------------------------------------------------
+    def mark_up(self, replica: Replica) -> None:
+        """A request succeeded on a replica that was out of rotation (a probe): put it back."""
+        if replica.up:
+            return
+        with self._lock:
+            if not replica.up and not replica.restarting:
+                replica.up = True
+                log.info("replica %s answers again; back in rotation", replica.url)
+                self._wake()
+
+    def mark_down(self, replica: Replica, url: str) -> None:
+        """`replica` refused a connection at `url`: take it out and start one restart episode."""
+        with self._lock:
+            if replica.url != url or not replica.up:
+                return  # already handled (or it was restarted at a new URL meanwhile)
+            replica.up = False
+            start_restart = self._on_down is not None
+            replica.restarting = start_restart
+            self._wake()  # queued requests may now need to probe or fail
+        log.warning("replica %s refused the connection; taken out of rotation", url)
+        if start_restart:
+            self._schedule_restart(replica, url)
+
+    def _schedule_restart(self, replica: Replica, url: str) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            loop = self._loop  # called from a worker thread: use the loop the async side runs on
+            if loop is None or loop.is_closed():
+                with self._lock:
+                    replica.restarting = False
+                    self._wake()
+                return
+            loop.call_soon_threadsafe(self._start_restart_task, replica, url)
+            return
+        self._start_restart_task(replica, url)
+
+    def _start_restart_task(self, replica: Replica, url: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._restart(replica, url))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _restart(self, replica: Replica, url: str) -> None:
+        assert self._on_down is not None
+        new_url: str | None = None
+        try:
+            new_url = await self._on_down(url)
+        except Exception:
+            log.warning("restarting replica %s failed; it stays out of rotation", url, exc_info=True)
+        with self._lock:
+            replica.restarting = False
+            if new_url:
+                replica.url = new_url.rstrip("/")
+                replica.up = True
+            self._wake()
+        if new_url:
+            log.info("replica %s is back at %s", url, replica.url)
+            if self._on_url_change is not None:
+                self._on_url_change(replica)
+
+    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

@@ -1,0 +1,150 @@
+"""Secrets: read from the environment first, then from nimflow's secret store.
+
+The store is a JSON file under NIMFLOW_HOME, readable by its owner only (mode 0600), written
+atomically. Values never appear in logs, the database, container labels or error messages; only
+names do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nimflow import _config
+from nimflow.errors import UserInputError
+
+__all__ = [
+    "MissingSecretError",
+    "Secret",
+    "delete_secret",
+    "get_secret",
+    "has_secret",
+    "list_secrets",
+    "secret_store_path",
+    "set_secret",
+]
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class MissingSecretError(UserInputError):
+    """A secret that is neither in the environment nor in the secret store."""
+
+    def __init__(self, name: str, needed_by: str = "") -> None:
+        who = f"{needed_by} needs the secret {name}" if needed_by else f"the secret {name} is needed"
+        super().__init__(
+            f"{who}, which is not set. Set it in the environment (export {name}=...) "
+            f"or store it with `nimflow secret create {name}`."
+        )
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A reference to a secret by name; the value is looked up only when needed."""
+
+    name: str
+
+    def __post_init__(self) -> None:
+        _check_name(self.name)
+
+    def get(self) -> str:
+        return get_secret(self.name)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.name!r})"
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise UserInputError(
+            f"{name!r} is not a valid secret name: use letters, digits and underscores, "
+            "not starting with a digit (e.g. NGC_API_KEY)."
+        )
+
+
+def secret_store_path() -> Path:
+    return _config.home() / "secrets.json"
+
+
+def _read() -> dict[str, str]:
+    path = secret_store_path()
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        # The message names the file, never its content.
+        raise UserInputError(
+            f"the secret store {path} is not valid JSON; delete it and recreate the secrets."
+        ) from exc
+    if not isinstance(data, dict):
+        raise UserInputError(
+            f"the secret store {path} is not a JSON object; delete it and recreate the secrets."
+        )
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _write(data: dict[str, str]) -> None:
+    path = secret_store_path()
+    # mkstemp creates the file 0600, so the value is never readable by others, not even briefly.
+    fd, tmp = tempfile.mkstemp(prefix=".secrets-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def get_secret(name: str, needed_by: str = "") -> str:
+    """The secret's value from the environment, else from the store; MissingSecretError otherwise."""
+    _check_name(name)
+    value = os.environ.get(name)
+    if value:
+        return value
+    value = _read().get(name)
+    if value:
+        return value
+    raise MissingSecretError(name, needed_by)
+
+
+def has_secret(name: str) -> bool:
+    try:
+        get_secret(name)
+    except MissingSecretError:
+        return False
+    return True
+
+
+def set_secret(name: str, value: str) -> None:
+    _check_name(name)
+    if not value:
+        raise UserInputError(f"the secret {name} cannot be empty.")
+    data = _read()
+    data[name] = value
+    _write(data)
+
+
+def list_secrets() -> list[str]:
+    """Names of the stored secrets (never values)."""
+    return sorted(_read())
+
+
+def delete_secret(name: str) -> bool:
+    """Remove a stored secret; False when there was none by that name."""
+    _check_name(name)
+    data = _read()
+    if name not in data:
+        return False
+    del data[name]
+    _write(data)
+    return True

@@ -1,0 +1,98 @@
+"""Fixtures for tests against a real Docker engine (marker `docker`).
+
+No engine answering: the tests are skipped with the reason, except under CI (CI set), where
+they fail, because CI must run them. Every test gets its own NIMFLOW_HOME and actor name, and
+its containers are removed by label when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_HERE = Path(__file__).parent
+
+
+def _load_fake_image() -> Any:
+    spec = importlib.util.spec_from_file_location("nimflow_test_fake_image", _HERE / "fake_image.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.docker)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        reason = f"no Docker engine answers ({type(exc).__name__}: {exc}); run `bash .ci/docker-setup.sh`"
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the docker tests: " + reason)
+        pytest.skip(reason)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def fake_image(docker_client: Any) -> str:
+    started = time.monotonic()
+    ref: str = _load_fake_image().ensure_image(docker_client)
+    print(f"fake-server image {ref} ready in {time.monotonic() - started:.1f}s")
+    return ref
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NIMFLOW_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("NIMFLOW_DB_URL", raising=False)
+    monkeypatch.delenv("NGC_API_KEY", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return tmp_path / "home"
+
+
+def remove_actor_containers(client: Any, actor: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": [f"nimflow.actor={actor}"]}):
+        with contextlib.suppress(Exception):
+            container.remove(force=True)
+
+
+@pytest.fixture()
+def actor_name(docker_client: Any, home: Path) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    yield name
+    remove_actor_containers(docker_client, name)
+    # The janitor of this home sees its replicas gone and exits; wait for it (bounded).
+    lock = home / "janitor.lock"
+    deadline = time.monotonic() + 15
+    while lock.exists() and time.monotonic() < deadline and _lock_held(lock):
+        time.sleep(0.2)
+
+
+def _lock_held(path: Path) -> bool:
+    import fcntl
+
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
