@@ -38,12 +38,15 @@ class _RunProgress(Progress):
             transient=False,
         )
 
+    def add_nodes(self) -> None:
+        """One hidden line per node, shown once it starts (adding lines while drawing would recurse)."""
+        for node_id, state in self._states.items():
+            self._ids[node_id] = self.add_task(state.label, total=state.total, info="", visible=False)
+
     def sync(self) -> None:
         for node_id, state in list(self._states.items()):
             if state.status == "pending":
                 continue
-            if node_id not in self._ids:
-                self._ids[node_id] = self.add_task(state.label, total=state.total, info="")
             done = (
                 state.done
                 if state.total != 1 or state.status == "running"
@@ -56,7 +59,9 @@ class _RunProgress(Progress):
                 info.append(f"[red]{state.failed} failed[/]")
             if state.status in ("failed", "skipped"):
                 info.append(f"[red]{state.status}[/]")
-            self.update(self._ids[node_id], total=state.total, completed=done, info=" ".join(info))
+            self.update(
+                self._ids[node_id], total=state.total, completed=done, info=" ".join(info), visible=True
+            )
 
     def get_renderables(self) -> Iterator[Any]:
         self.sync()
@@ -66,6 +71,7 @@ class _RunProgress(Progress):
 @contextmanager
 def live_progress(console: Console, run_id: str, states: Mapping[str, NodeState]) -> Iterator[None]:
     progress = _RunProgress(states, console)
+    progress.add_nodes()
     console.print(f"[bold]run {run_id}[/]")
     with progress:
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -9,7 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -18,6 +19,10 @@ from nimflow._context import bind_run
 from nimflow._runner import ItemFailure, NodeState, Runner
 from nimflow._store import Run, Store
 from nimflow._workflow import Graph, WorkflowSpec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
 from nimflow.errors import NimflowError, RunFailedError, SerializationError, UserInputError
 
 
@@ -57,13 +62,22 @@ def run(
     servers: Mapping[str, str] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
+    console: Console | None = None,
     file: str | None = None,
     **inputs: Any,
 ) -> RunResult:
     """Run a workflow to the end and return its result; raise RunFailedError if it failed."""
     return anyio.run(
-        lambda: arun(
-            wf, use_cache=use_cache, servers=servers, store=store, progress=progress, file=file, **inputs
+        functools.partial(
+            arun,
+            wf,
+            use_cache=use_cache,
+            servers=servers,
+            store=store,
+            progress=progress,
+            console=console,
+            file=file,
+            **inputs,
         )
     )
 
@@ -75,6 +89,7 @@ async def arun(
     servers: Mapping[str, str] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
+    console: Console | None = None,
     file: str | None = None,
     **inputs: Any,
 ) -> RunResult:
@@ -106,13 +121,20 @@ async def arun(
             if envs:
                 from nimflow.actors.pool import ActorSession
 
-                runner.actors = await stack.enter_async_context(ActorSession(store, servers or {}))
+                runner.actors = await stack.enter_async_context(
+                    ActorSession(store, servers or {}, console=console)
+                )
                 result.served_by = runner.actors.served_by()
                 row.served_by = json.dumps(result.served_by)
             if progress is not None:
                 stack.enter_context(progress(run_id, runner.states))
             stack.enter_context(bind_run(run_id, store))
-            result.outputs = await runner.execute()
+            try:
+                result.outputs = await runner.execute()
+            finally:
+                if runner.actors is not None:
+                    result.served_by = runner.actors.served_by()
+                    row.served_by = json.dumps(result.served_by)
         result.failures = sorted(runner.failures, key=lambda f: (int(f.node[1:]), f.item or 0))
         failed = [s for s in runner.states.values() if s.status != "succeeded"]
         result.status = "failed" if failed else "succeeded"

@@ -61,6 +61,7 @@ class ItemFailure:
     item: int | None
     error: str  # one line
     traceback: str
+    expected: bool = False  # a NimflowError, whose message says it all; no traceback needed
 
     def where(self) -> str:
         return self.label if self.item is None else f"{self.label}[{self.item}]"
@@ -160,7 +161,9 @@ class Runner:
         tb = tb or "".join(traceback.format_exception(exc))
         message = _one_line(exc)
         if not any(f.node == node.id and f.item is None for f in self.failures):
-            self.failures.append(ItemFailure(node.id, node.label, None, message, tb))
+            self.failures.append(
+                ItemFailure(node.id, node.label, None, message, tb, expected=isinstance(exc, NimflowError))
+            )
         self.store.writer.update(
             TaskRun, self._row_id(node), {"status": "failed", "ended_at": time.time(), "error": tb}
         )
@@ -264,10 +267,12 @@ class Runner:
                 outcomes[position_of[id(item)]] = outcome
                 self._record(node, item, outcome)
 
+            # A server that cannot be had fails the node once, with its own clear message.
+            ctx = await self._actor_context(spec)
             worker = self._async_worker if spec.is_async or spec.timeout else self._sync_worker
             async with anyio.create_task_group() as tg:
                 for _ in range(min(concurrency, len(pending))):
-                    tg.start_soon(worker, node, next_item, record)
+                    tg.start_soon(worker, node, ctx, next_item, record)
         return [o if o is not None else _Outcome(ok=False) for o in outcomes]
 
     def _key(self, spec: TaskSpec[..., Any], kwargs: dict[str, Any], served_by: str | None) -> str:
@@ -301,11 +306,14 @@ class Runner:
     # -- workers ------------------------------------------------------------------------------
 
     async def _async_worker(
-        self, node: Node, next_item: Callable[[], _Item | None], record: Callable[[_Item, _Outcome], None]
+        self,
+        node: Node,
+        ctx: ActorContext | None,
+        next_item: Callable[[], _Item | None],
+        record: Callable[[_Item, _Outcome], None],
     ) -> None:
         spec = node.task
         while (item := next_item()) is not None:
-            ctx = await self._actor_context(spec)
             outcome = _Outcome(ok=False, started_at=time.time())
             for attempt in range(1, spec.retries + 2):
                 outcome.attempts = attempt
@@ -336,10 +344,13 @@ class Runner:
             record(item, outcome)
 
     async def _sync_worker(
-        self, node: Node, next_item: Callable[[], _Item | None], record: Callable[[_Item, _Outcome], None]
+        self,
+        node: Node,
+        ctx: ActorContext | None,
+        next_item: Callable[[], _Item | None],
+        record: Callable[[_Item, _Outcome], None],
     ) -> None:
         spec = node.task
-        ctx = await self._actor_context(spec)
         while True:
             finished = await anyio.to_thread.run_sync(
                 self._sync_slice, spec, next_item, ctx, limiter=self._threads
@@ -426,8 +437,16 @@ class Runner:
         else:
             state.failed += 1
             assert outcome.error is not None
+            error = outcome.error
             self.failures.append(
-                ItemFailure(node.id, node.label, item.index, _one_line(outcome.error), outcome.tb)
+                ItemFailure(
+                    node.id,
+                    node.label,
+                    item.index,
+                    _one_line(error),
+                    outcome.tb,
+                    isinstance(error, NimflowError),
+                )
             )
         if node.is_map:
             self.store.writer.insert(TaskRun, self._item_row(node, item, outcome, cache_hit=False))

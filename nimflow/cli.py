@@ -134,7 +134,7 @@ def _run_once(
     progress = functools.partial(live_progress, console)
     try:
         result = run_workflow(
-            wf, use_cache=use_cache, servers=servers, progress=progress, file=file, **inputs
+            wf, use_cache=use_cache, servers=servers, progress=progress, console=console, file=file, **inputs
         )
     except RunFailedError as exc:
         failed = getattr(exc, "result", None)
@@ -167,8 +167,9 @@ def _print_failures(failures: list[Any], *, show_traceback: bool) -> None:
         err_console.print(
             f"[red]failed[/] {escape(failure.where())}: {escape(failure.error)}", highlight=False
         )
-    if show_traceback and failures:
-        err_console.print(failures[0].traceback.rstrip(), highlight=False, markup=False)
+    unexpected = [f for f in failures if not f.expected]
+    if show_traceback and unexpected:
+        err_console.print(unexpected[0].traceback.rstrip(), highlight=False, markup=False)
     if len(failures) > 5:
         err_console.print(f"... and {len(failures) - 5} more failures")
 

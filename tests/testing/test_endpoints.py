@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from conftest import RawHTTP
+from raw_http import RawHTTP
 
 from nimflow.testing import FakeServer
 

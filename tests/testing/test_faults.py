@@ -11,7 +11,7 @@ from collections.abc import Callable
 import openai
 import pydantic
 import pytest
-from conftest import RawHTTP
+from raw_http import RawHTTP
 
 from nimflow.testing import FakeServer, FaultKind, FaultPlan
 

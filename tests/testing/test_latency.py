@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import RawHTTP
+from raw_http import RawHTTP
 
 from nimflow.testing import FakeServer
 
