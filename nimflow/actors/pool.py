@@ -333,7 +333,12 @@ class ActorSession:
 
                 with contextlib.suppress(Exception):
                     await close_actor_context(actor.context)
-            if not actor.replicas or actor.spec.kind == "endpoint":
+            if not actor.replicas:
+                continue
+            if actor.spec.kind == "endpoint":  # not ours to keep warm or stop: just stop listing it
+                for info in list(actor.replicas.values()):
+                    self._forget(actor.env.name, info.replica)
+                actor.replicas.clear()
                 continue
             if actor.keeps_warm:
                 self._record(actor, status="idle")
