@@ -57,44 +57,53 @@ ProgressFactory = Callable[[str, Mapping[str, NodeState]], Any]
 
 def run(
     wf: WorkflowSpec[..., Any],
+    /,
     *,
+    inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
     servers: Mapping[str, str] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,
-    file: str | None = None,
-    **inputs: Any,
+    source_file: str | None = None,
+    **kw_inputs: Any,
 ) -> RunResult:
-    """Run a workflow to the end and return its result; raise RunFailedError if it failed."""
+    """Run a workflow to the end and return its result; raise RunFailedError if it failed.
+
+    Inputs are keyword arguments (`nf.run(wf, n=3)`) or, when an input shares a name with an
+    option here (say `servers`), the `inputs` mapping.
+    """
     return anyio.run(
         functools.partial(
             arun,
             wf,
+            inputs=inputs,
             use_cache=use_cache,
             servers=servers,
             store=store,
             progress=progress,
             console=console,
-            file=file,
-            **inputs,
+            source_file=source_file,
+            **kw_inputs,
         )
     )
 
 
 async def arun(
     wf: WorkflowSpec[..., Any],
+    /,
     *,
+    inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
     servers: Mapping[str, str] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,
-    file: str | None = None,
-    **inputs: Any,
+    source_file: str | None = None,
+    **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop."""
-    values = validate_inputs(wf, inputs)
+    values = validate_inputs(wf, {**(inputs or {}), **kw_inputs})
     graph = wf.build()
     envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
     if servers:
@@ -108,7 +117,7 @@ async def arun(
     row = Run(
         id=run_id,
         workflow=wf.name,
-        file=file,
+        file=source_file,
         inputs=_serialize.canonical(_inputs_json(wf, values)),
         pid=os.getpid(),
         started_at=started,

@@ -204,7 +204,7 @@ class WorkflowSpec(Generic[P, R]):
         from nimflow._run import run
 
         bound = self.signature.bind(*args, **kwargs)
-        return run(self, **bound.arguments).outputs  # type: ignore[no-any-return]
+        return run(self, inputs=bound.arguments).outputs  # type: ignore[no-any-return]
 
     def build(self) -> Graph:
         """Run the body once with promises for the inputs and return the graph it wires."""
@@ -226,7 +226,7 @@ class WorkflowSpec(Generic[P, R]):
     def run(self, **inputs: Any) -> RunResult:
         from nimflow._run import run
 
-        return run(self, **inputs)
+        return run(self, inputs=inputs)
 
 
 def workflow(fn: Callable[P, R]) -> WorkflowSpec[P, R]:

@@ -10,7 +10,6 @@ import os
 import signal
 import sys
 import time
-import typing
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,7 +133,13 @@ def _run_once(
     progress = functools.partial(live_progress, console)
     try:
         result = run_workflow(
-            wf, use_cache=use_cache, servers=servers, progress=progress, console=console, file=file, **inputs
+            wf,
+            inputs=inputs,
+            use_cache=use_cache,
+            servers=servers,
+            progress=progress,
+            console=console,
+            source_file=file,
         )
     except RunFailedError as exc:
         failed = getattr(exc, "result", None)
@@ -180,6 +185,15 @@ def _setup_logging() -> None:
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s")
 
 
+def _accepts_text(hint: Any, text: str) -> bool:
+    """Whether the input takes this text as it is (a str, str | None, a Literal); else it is JSON."""
+    try:
+        _serialize.validate(text, hint, "input")
+    except Exception:
+        return False
+    return True
+
+
 def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
     """A click command whose options are the workflow's inputs, as `pyflyte run` builds them."""
     params: list[click.Parameter] = []
@@ -207,8 +221,7 @@ def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
         for name, raw in values.items():
             if raw is None:
                 continue
-            hint = wf.input_hints[name]
-            if isinstance(raw, str) and hint is not str and typing.get_origin(hint) is not typing.Literal:
+            if isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
                 with contextlib.suppress(json.JSONDecodeError):  # validation says what was expected
                     raw = json.loads(raw)
             inputs[name] = raw

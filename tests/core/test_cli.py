@@ -202,3 +202,15 @@ def test_inspecting_nothing_is_a_clear_error(tmp_path: Path, nimflow_home: Path)
     assert result.returncode == 1 and "no run 'abc'" in result.stderr
     result = nimflow("run", "x.py", "--server", "nim-actor", cwd=tmp_path, home=nimflow_home)
     assert result.returncode == 1
+
+
+def test_text_inputs_are_taken_as_text(tmp_path: Path, nimflow_home: Path) -> None:
+    path = tmp_path / "texts.py"
+    path.write_text(
+        "import nimflow as nf\n@nf.task\ndef echo(text: str | None) -> str:\n    return repr(text)\n"
+        "@nf.workflow\ndef wf(text: str | None = None, file: str = 'x') -> str:\n    return echo(text=text)\n"
+    )
+    result = nimflow("run", str(path), "--text", "2023", "--file", "[1]", cwd=tmp_path, home=nimflow_home)
+    assert result.returncode == 0, result.stderr
+    outputs = nimflow("outputs", "--json", cwd=tmp_path, home=nimflow_home)
+    assert json.loads(outputs.stdout) == "'2023'"
