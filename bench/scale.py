@@ -51,7 +51,7 @@ async def routed(params: Mapping[str, Any]) -> list[str]:
         )
     finally:
         await close_actor_context(ctx)
-    return [a.text if a.ok else f"error: {a.error}" for a in answers]
+    return [a.text if a.ok and a.text is not None else f"error: {a.error}" for a in answers]
 
 
 def main() -> None:

@@ -36,6 +36,7 @@ import aiohttp
 import openai
 from harness import (
     ROOT,
+    Contender,
     Measurement,
     ServerProbe,
     alternate,
@@ -116,7 +117,7 @@ def nimflow_inproc(params: Mapping[str, Any]) -> list[str]:
     return [summary.summary for summary in result.outputs]
 
 
-CHILD = {
+CHILD: dict[str, Contender] = {
     "a": raw_aiohttp,
     "b": openai_default,
     "b'": openai_aiohttp,

@@ -21,7 +21,7 @@ import anyio.to_thread
 
 from nimflow import _serialize
 from nimflow._cache import cache_key
-from nimflow._store import CacheEntry, Store, TaskRun
+from nimflow._store import Cached, CacheEntry, Store, TaskRun
 from nimflow._workflow import Graph, Node, Promise
 from nimflow.errors import NimflowError, SerializationError
 
@@ -67,7 +67,7 @@ class ItemFailure:
         return self.label if self.item is None else f"{self.label}[{self.item}]"
 
 
-@dataclass
+@dataclass(slots=True)
 class _Outcome:
     ok: bool
     value: Any = None
@@ -80,7 +80,7 @@ class _Outcome:
     usage: Any = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     index: int | None
     kwargs: dict[str, Any]
@@ -251,6 +251,7 @@ class Runner:
                         pending.append(item)
                     else:
                         outcomes[position] = self._replay(node, item, entry)
+                        item.kwargs = {}
         if pending:
             position_of = {id(item): pos for pos, item in enumerate(items)}
             concurrency = node.concurrency or (
@@ -266,6 +267,11 @@ class Runner:
             def record(item: _Item, outcome: _Outcome) -> None:
                 outcomes[position_of[id(item)]] = outcome
                 self._record(node, item, outcome)
+                if node.is_map:
+                    # Only the value lives on until the map ends: a big map must not hold every
+                    # item's inputs, JSON copy and traceback (those are in the database now).
+                    item.kwargs = {}
+                    outcome.output_json, outcome.tb, outcome.usage = None, "", None
 
             # A server that cannot be had fails the node once, with its own clear message.
             ctx = await self._actor_context(spec)
@@ -283,7 +289,7 @@ class Runner:
         }
         return cache_key(spec.name, spec.cache_version, keyed, served_by)
 
-    def _replay(self, node: Node, item: _Item, entry: CacheEntry) -> _Outcome:
+    def _replay(self, node: Node, item: _Item, entry: Cached) -> _Outcome:
         spec = node.task
         if entry.source_hash != spec.source_hash and spec.name not in self._warned_source:
             self._warned_source.add(spec.name)

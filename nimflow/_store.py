@@ -13,12 +13,13 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, event, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Field, Session, SQLModel, create_engine, select
+from sqlmodel import Field, Session, SQLModel, create_engine
 
 from nimflow import _config
 
@@ -69,6 +70,11 @@ class CacheEntry(SQLModel, table=True):
     output: str  # JSON
     created_at: float = Field(default_factory=time.time)
     run_id: str | None = None
+
+
+class Cached(NamedTuple):
+    output: str  # JSON
+    source_hash: str
 
 
 class ActorReplica(SQLModel, table=True):
@@ -158,15 +164,19 @@ class Store:
 
     # -- cache reads --------------------------------------------------------------------------
 
-    def cached(self, keys: Sequence[str]) -> dict[str, CacheEntry]:
-        """The cache entries among `keys`, looked up in chunks."""
-        found: dict[str, CacheEntry] = {}
+    def cached(self, keys: Sequence[str]) -> dict[str, Cached]:
+        """The cache entries among `keys`, looked up in chunks (plain rows: no ORM objects to build)."""
+        found: dict[str, Cached] = {}
         unique = list(dict.fromkeys(keys))
-        with self.session() as session:
+        table = CacheEntry.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
             for start in range(0, len(unique), self._CHUNK):
                 chunk = unique[start : start + self._CHUNK]
-                for entry in session.exec(select(CacheEntry).where(CacheEntry.key.in_(chunk))):  # type: ignore[attr-defined]
-                    found[entry.key] = entry
+                query = sa_select(table.c.key, table.c.output, table.c.source_hash).where(
+                    table.c.key.in_(chunk)
+                )
+                for key, output, source_hash in conn.execute(query):
+                    found[key] = Cached(output, source_hash)
         return found
 
     def upsert_many(self, model: type[SQLModel], rows: Iterable[dict[str, Any]], conn: Any) -> None:

@@ -247,7 +247,7 @@ class MapTask:
     concurrency: int | None = None
     min_success_ratio: float = 1.0
 
-    def __call__(self, **mapped_inputs: Any) -> Any:
+    def __call__(self, **mapped_inputs: Any) -> list[Any]:
         if not mapped_inputs:
             raise WorkflowDefinitionError(
                 f"map_task({self.task.name!r}) needs the lists to map over as keyword arguments, "
@@ -285,7 +285,7 @@ class MapTask:
             return [self.task.fn(**self.fixed, **{n: v[i] for n, v in lists.items()}) for i in range(count)]
         inputs = dict(self.fixed)
         inputs.update(mapped_inputs)
-        return builder.add_map(self, inputs, tuple(mapped_inputs))
+        return builder.add_map(self, inputs, tuple(mapped_inputs))  # type: ignore[return-value]
 
 
 def map_task(

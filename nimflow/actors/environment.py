@@ -21,9 +21,13 @@ __all__ = ["ActorEnvironment"]
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
+DEFAULT_MAX_IN_FLIGHT = 256
+
+
 class ActorEnvironment:
     """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
-    of the run). `max_concurrency` caps the requests in flight per replica (default 64)."""
+    of the run). `max_concurrency` caps the requests in flight per replica (default 256, the batch size
+    vLLM and NIM schedule by default: more would only queue inside the server)."""
 
     def __init__(
         self,

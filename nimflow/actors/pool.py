@@ -20,7 +20,7 @@ import httpx
 
 from nimflow._store import ActorReplica, Store
 from nimflow.actors.display import ProgressDisplay
-from nimflow.actors.environment import ActorEnvironment
+from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT, ActorEnvironment
 from nimflow.actors.errors import SecretMissingError
 from nimflow.actors.launchers.base import Launcher, ReplicaInfo, free_port
 from nimflow.actors.overrides import apply_override, parse_server_override
@@ -100,7 +100,7 @@ class ActorSession:
     # -- what the runner calls -------------------------------------------------------------------
 
     async def __aenter__(self) -> ActorSession:
-        self._http = httpx.AsyncClient(trust_env=False)
+        # The HTTP client for health checks is made on first use: a fully cached run needs none.
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -176,7 +176,7 @@ class ActorSession:
             actor.model,
             urls,
             api_key=api_key,
-            max_in_flight_per_replica=env.max_concurrency or 64,
+            max_in_flight_per_replica=env.max_concurrency or DEFAULT_MAX_IN_FLIGHT,
             served_by=self._describe(actor),
             on_replica_down=lambda url: self._replica_down(actor, url),
             api_key_name=spec.api_key if isinstance(spec, OpenAIEndpoint) else None,

@@ -24,7 +24,7 @@ def build_actor_context(
     replica_urls: Sequence[str],
     *,
     api_key: str | None = None,
-    max_in_flight_per_replica: int = 64,
+    max_in_flight_per_replica: int = 256,
     served_by: str = "",
     on_replica_down: Callable[[str], Awaitable[str | None]] | None = None,
     timeout: float = 600.0,
