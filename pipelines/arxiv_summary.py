@@ -24,8 +24,8 @@ from pathlib import Path
 
 import arxiv
 import httpx
-import pymupdf
 from pydantic import BaseModel
+from sqlalchemy import insert
 from sqlmodel import Field, SQLModel
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -224,6 +224,8 @@ def fill_text(paper: Paper, data: bytes, chars_max: int) -> None:
     if b"%PDF-" not in data[:1024]:  # e.g. an HTML error page: MuPDF would read it as a document
         paper.error = f"not a readable PDF (it starts with {data[:16]!r})"
         return
+    import pymupdf  # here, not at the top: its import takes 0.6 s that a cached run never needs
+
     try:
         with pymupdf.open(stream=data, filetype="pdf") as doc:  # type: ignore[no-untyped-call]
             if doc.needs_pass:
@@ -312,20 +314,24 @@ def save_summaries(summaries: list[list[PaperSummary]]) -> list[PaperSummary]:
     """One row per paper in the `summary` table, tagged with this run's id; returns the summaries."""
     flat = [summary for batch in summaries for summary in batch]
     run_id = nf.current_run_id() or "none"
+    created = datetime.now(UTC)
+    rows = [
+        {
+            "run_id": run_id,
+            "paper_id": s.id,
+            "title": s.title,
+            "url": s.url,
+            "summary": s.summary,
+            "error": s.error,
+            "model": s.model,
+            "served_by": s.served_by,
+            "created": created,
+        }
+        for s in flat
+    ]
     with nf.session() as db:
-        for s in flat:
-            db.add(
-                Summary(
-                    run_id=run_id,
-                    paper_id=s.id,
-                    title=s.title,
-                    url=s.url,
-                    summary=s.summary,
-                    error=s.error,
-                    model=s.model,
-                    served_by=s.served_by,
-                )
-            )
+        if rows:  # one multi-row INSERT: building ORM objects per paper cost more than the run itself
+            db.execute(insert(Summary), rows)
         db.commit()
     for s in flat:
         if s.error is not None:
