@@ -39,6 +39,14 @@ class RunResult:
     served_by: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
 
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio formats the finished main task (and so this result) when the
+        # event loop closes, and printing every output there cost tens of ms on big runs.
+        return (
+            f"RunResult(run_id={self.run_id!r}, status={self.status!r}, "
+            f"failures={len(self.failures)}, seconds={self.seconds:.2f})"
+        )
+
     @property
     def items(self) -> int:
         return sum(n.total for n in self.nodes)
