@@ -210,10 +210,13 @@ class _Writer:
     """Drains queued writes in batches, one transaction per batch."""
 
     _MAX_BATCH = 5_000
+    # Back-pressure: when rows come faster than the database takes them, producers wait here
+    # instead of the backlog (and the process's memory) growing with every finished item.
+    _MAX_QUEUED = 20_000
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._queue: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=self._MAX_QUEUED)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="nimflow-db-writer", daemon=True)
         self._thread.start()
