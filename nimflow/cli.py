@@ -112,14 +112,27 @@ def run(
         exc.show()
         raise typer.Exit(2) from exc
     servers = dict(parse_assignment(item) for item in server or [])
+    if every is not None and every <= 0:
+        raise UserInputError(f"--every {every:g}: give the seconds between run starts, more than 0.")
     _setup_logging()
+    next_start = time.monotonic()
     while True:
-        _run_once(wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
+        try:
+            _run_once(wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
+        except typer.Exit as exc:
+            if every is None or exc.exit_code == 130:
+                raise
+            # On a schedule a failed run is recorded and reported; the next one still starts.
         if every is None:
             return
-        console.print(f"[dim]next run in {every:g} s (Ctrl-C to stop)[/]")
+        # A fixed rate: runs start every `every` seconds; a run that overruns skips the missed starts.
+        next_start += every
+        now = time.monotonic()
+        if next_start < now:
+            next_start = now + (every - (now - next_start) % every)
+        console.print(f"[dim]next run in {next_start - now:.1f} s (Ctrl-C to stop)[/]")
         try:
-            time.sleep(every)
+            time.sleep(next_start - now)
         except KeyboardInterrupt:
             return
 

@@ -214,3 +214,49 @@ def test_text_inputs_are_taken_as_text(tmp_path: Path, nimflow_home: Path) -> No
     assert result.returncode == 0, result.stderr
     outputs = nimflow("outputs", "--json", cwd=tmp_path, home=nimflow_home)
     assert json.loads(outputs.stdout) == "'2023'"
+
+
+def test_every_runs_at_a_fixed_rate_until_ctrl_c(tmp_path: Path, nimflow_home: Path) -> None:
+    import signal
+    import sqlite3
+    import time
+
+    path = tmp_path / "tick.py"
+    path.write_text(
+        "import nimflow as nf\n@nf.task\ndef tick(x: int) -> int:\n    return x\n"
+        "@nf.workflow\ndef wf(x: int = 1) -> int:\n    return tick(x=x)\n"
+    )
+    env = {**os.environ, "NIMFLOW_HOME": str(nimflow_home)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nimflow", "run", str(path), "--every", "0.3"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def finished_runs() -> int:
+        db = nimflow_home / "nimflow.db"
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as conn:
+            try:
+                return int(conn.execute("select count(*) from run where status = 'succeeded'").fetchone()[0])
+            except sqlite3.OperationalError:
+                return 0
+
+    try:
+        deadline = time.monotonic() + 60
+        while finished_runs() < 3 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert finished_runs() >= 3
+        proc.send_signal(signal.SIGINT)
+        out, _err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert out.count("succeeded in") >= 3 and "Ctrl-C to stop" in out
+    bad = nimflow("run", str(path), "--every", "0", cwd=tmp_path, home=nimflow_home)
+    assert bad.returncode == 1 and "--every 0: give the seconds between run starts" in bad.stderr
