@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session
 
 from nimflow._store import Store
 
@@ -36,7 +36,7 @@ def session() -> Iterator[Session]:
     """
     ctx = _current.get()
     store = ctx.store if ctx else Store.open()
-    SQLModel.metadata.create_all(store.engine)
+    store.ensure_tables()
     try:
         with store.session() as db:
             yield db

@@ -123,13 +123,22 @@ class Store:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = _make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
         self._writer: _Writer | None = None
         self._lock = threading.Lock()
+        self._tables: set[str] = set()
+        self.ensure_tables()
 
     @classmethod
     def open(cls, url: str | None = None) -> Store:
         return cls(url or _config.db_url())
+
+    def ensure_tables(self) -> None:
+        """Create the tables defined since the store opened (a pipeline's own result tables)."""
+        defined = set(SQLModel.metadata.tables)
+        if defined - self._tables:
+            with self._lock:  # tasks in worker threads may ask at once
+                SQLModel.metadata.create_all(self.engine)
+                self._tables = defined
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -175,15 +175,25 @@ def run(once: bool = False) -> int:
     return 0
 
 
-def ensure_running(db_url: str | None = None) -> None:
-    """Start a detached janitor for this NIMFLOW_HOME unless one holds the lock already."""
-    home = _config.home()
-    with open(_lock_path(), "a") as handle:
+def is_running() -> bool:
+    """Whether a janitor holds this NIMFLOW_HOME's lock."""
+    path = _lock_path()
+    if not path.exists():
+        return False
+    with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return  # a janitor runs; it re-reads the replicas before it exits
+            return True
         fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def ensure_running(db_url: str | None = None) -> None:
+    """Start a detached janitor for this NIMFLOW_HOME unless one holds the lock already."""
+    if is_running():
+        return  # it re-reads the replicas before it exits
+    home = _config.home()
     env = dict(os.environ)
     env["NIMFLOW_HOME"] = str(home)
     if db_url:

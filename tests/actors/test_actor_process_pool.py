@@ -68,23 +68,8 @@ def stop_everything(home: Path) -> Iterator[None]:
     for info in launcher.find():
         launcher.stop(info)
     deadline = time.monotonic() + 15  # the janitor exits once nothing is left
-    while time.monotonic() < deadline and _janitor_running(home):
+    while time.monotonic() < deadline and janitor.is_running():
         time.sleep(0.1)
-
-
-def _janitor_running(home: Path) -> bool:
-    import fcntl
-
-    path = home / "janitor.lock"
-    if not path.exists():
-        return False
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
 
 
 async def ask(

@@ -80,19 +80,8 @@ def actor_name(docker_client: Any, home: Path) -> Iterator[str]:
     yield name
     remove_actor_containers(docker_client, name)
     # The janitor of this home sees its replicas gone and exits; wait for it (bounded).
-    lock = home / "janitor.lock"
+    from nimflow.actors import janitor
+
     deadline = time.monotonic() + 15
-    while lock.exists() and time.monotonic() < deadline and _lock_held(lock):
+    while time.monotonic() < deadline and janitor.is_running():
         time.sleep(0.2)
-
-
-def _lock_held(path: Path) -> bool:
-    import fcntl
-
-    with open(path, "a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
