@@ -47,11 +47,6 @@ class _RunProgress(Progress):
         for node_id, state in list(self._states.items()):
             if state.status == "pending":
                 continue
-            done = (
-                state.done
-                if state.total != 1 or state.status == "running"
-                else int(state.status != "running")
-            )
             info = []
             if state.cached:
                 info.append(f"[cyan]{state.cached} cached[/]")
@@ -60,7 +55,7 @@ class _RunProgress(Progress):
             if state.status in ("failed", "skipped"):
                 info.append(f"[red]{state.status}[/]")
             self.update(
-                self._ids[node_id], total=state.total, completed=done, info=" ".join(info), visible=True
+                self._ids[node_id], total=state.total, completed=state.done, info=" ".join(info), visible=True
             )
 
     def get_renderables(self) -> Iterator[Any]:

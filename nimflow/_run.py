@@ -19,7 +19,7 @@ from nimflow import _serialize
 from nimflow._context import bind_run
 from nimflow._runner import ItemFailure, NodeState, Runner
 from nimflow._store import Run, Store
-from nimflow._workflow import Graph, WorkflowSpec
+from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -49,7 +49,8 @@ class RunResult:
 
     @property
     def items(self) -> int:
-        return sum(n.total for n in self.nodes)
+        """Map items, over all the run's maps."""
+        return sum(n.total for n in self.nodes if n.is_map)
 
     @property
     def cached(self) -> int:
@@ -143,14 +144,12 @@ async def arun(
                 runner.actors = await stack.enter_async_context(
                     ActorSession(store, servers or {}, console=console)
                 )
-                result.served_by = runner.actors.served_by()
-                row.served_by = json.dumps(result.served_by)
             if progress is not None:
                 stack.enter_context(progress(run_id, runner.states))
             stack.enter_context(bind_run(run_id, store))
             try:
                 result.outputs = await runner.execute()
-            finally:
+            finally:  # what served each actor is known once the run has acquired it
                 if runner.actors is not None:
                     result.served_by = runner.actors.served_by()
                     row.served_by = json.dumps(result.served_by)
@@ -160,7 +159,7 @@ async def arun(
         if result.status == "succeeded":
             row.outputs = _outputs_json(wf, result.outputs)
         else:
-            row.error = _failure_summary(graph, runner)
+            row.error = _failure_summary(runner)
     except BaseException as exc:
         cancelled = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
         result.status = "cancelled" if cancelled else "failed"
@@ -244,7 +243,7 @@ def _outputs_json(wf: WorkflowSpec[..., Any], outputs: Any) -> str:
         return json.dumps({"unserializable": repr(outputs)[:2000]})
 
 
-def _failure_summary(graph: Graph, runner: Runner) -> str:
+def _failure_summary(runner: Runner) -> str:
     if not runner.failures:
         bad = [s.label for s in runner.states.values() if s.status != "succeeded"]
         return f"not completed: {', '.join(bad)}"

@@ -44,6 +44,7 @@ class NodeState:
     """Live counters of one node, read by the progress display; plain ints, no locking needed."""
 
     label: str
+    is_map: bool = False
     total: int = 1
     done: int = 0
     cached: int = 0
@@ -104,7 +105,7 @@ class Runner:
         self._threads = anyio.CapacityLimiter(DEFAULT_THREADS)
         self._warned_source: set[str] = set()
         for node in self.graph:
-            self.states[node.id] = NodeState(label=node.label)
+            self.states[node.id] = NodeState(label=node.label, is_map=node.is_map)
 
     # -- the graph ----------------------------------------------------------------------------
 
@@ -238,10 +239,22 @@ class Runner:
         spec = node.task
         outcomes: list[_Outcome | None] = [None] * len(items)
         pending = items
-        if spec.cache:
+        if spec.cache and items:
             served_by = self.actors.identity(spec.actor) if (spec.actor is not None and self.actors) else None
+            # Inputs that are not mapped are the same for every item: serialize them once.
+            keyed = [name for name in items[0].kwargs if name not in spec.cache_ignore]
+            constant = {
+                name: self._jsonable(spec, name, items[0].kwargs[name])
+                for name in keyed
+                if name not in node.mapped
+            }
             for item in items:
-                item.key = self._key(spec, item.kwargs, served_by)
+                inputs = {
+                    name: self._jsonable(spec, name, item.kwargs[name])
+                    for name in keyed
+                    if name in node.mapped
+                }
+                item.key = cache_key(spec.name, spec.cache_version, {**constant, **inputs}, served_by)
             if self.read_cache:
                 hits = await anyio.to_thread.run_sync(self.store.cached, [i.key for i in items if i.key])
                 pending = []
@@ -281,13 +294,9 @@ class Runner:
                     tg.start_soon(worker, node, ctx, next_item, record)
         return [o if o is not None else _Outcome(ok=False) for o in outcomes]
 
-    def _key(self, spec: TaskSpec[..., Any], kwargs: dict[str, Any], served_by: str | None) -> str:
-        keyed = {
-            name: _serialize.to_jsonable(value, spec.input_hints[name], f"{spec.name}: input {name!r}")
-            for name, value in kwargs.items()
-            if name not in spec.cache_ignore
-        }
-        return cache_key(spec.name, spec.cache_version, keyed, served_by)
+    @staticmethod
+    def _jsonable(spec: TaskSpec[..., Any], name: str, value: Any) -> Any:
+        return _serialize.to_jsonable(value, spec.input_hints[name], f"{spec.name}: input {name!r}")
 
     def _replay(self, node: Node, item: _Item, entry: Cached) -> _Outcome:
         spec = node.task

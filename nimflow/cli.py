@@ -171,10 +171,9 @@ def _print_summary(result: Any) -> None:
         _print_failures(result.failures, show_traceback=False)
     for actor, how in result.served_by.items():
         console.print(f"[yellow]{actor}[/]: {how}")
-    items = sum(n.total for n in result.nodes if n.total != 1 or n.label.startswith("map_"))
     console.print(
         f"[green bold]run {result.run_id} succeeded[/] in {result.seconds:.1f} s: "
-        f"{len(result.nodes)} nodes, {items} map items, {result.cached} cache hits, "
+        f"{len(result.nodes)} nodes, {result.items} map items, {result.cached} cache hits, "
         f"{len(result.failures)} failures, {result.tokens} tokens. "
         f"Outputs: nimflow outputs {result.run_id}"
     )
