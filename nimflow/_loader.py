@@ -8,8 +8,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from nimflow._exceptions import UserInputError
 from nimflow._workflow import WorkflowSpec
-from nimflow.errors import UserInputError
 
 
 def load_module(path: str | Path) -> Any:

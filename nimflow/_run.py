@@ -24,7 +24,7 @@ from nimflow._workflow import WorkflowSpec
 if TYPE_CHECKING:
     from rich.console import Console
 
-from nimflow.errors import NimflowError, RunFailedError, SerializationError, UserInputError
+from nimflow._exceptions import NimflowError, RunFailedError, SerializationError, UserInputError
 
 
 @dataclass
@@ -171,9 +171,7 @@ async def arun(
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_close, store, row, own_store)
     if result.status == "failed":
-        error = RunFailedError(f"run {run_id} of {wf.name} failed: {row.error}", run_id)
-        error.result = result  # type: ignore[attr-defined]
-        raise error
+        raise RunFailedError(f"run {run_id} of {wf.name} failed: {row.error}", run_id, result)
     return result
 
 

@@ -21,9 +21,9 @@ import anyio.to_thread
 
 from nimflow import _serialize
 from nimflow._cache import cache_key
+from nimflow._exceptions import NimflowError, SerializationError
 from nimflow._store import Cached, CacheEntry, Store, TaskRun
 from nimflow._workflow import Graph, Node, Promise
-from nimflow.errors import NimflowError, SerializationError
 
 if TYPE_CHECKING:
     from nimflow._task import TaskSpec

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import PydanticSerializationError
 
-from nimflow.errors import SerializationError
+from nimflow._exceptions import SerializationError
 
 _adapters: dict[Any, TypeAdapter[Any]] = {}
 _lock = threading.Lock()

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from nimflow import _cache
+from nimflow._exceptions import WorkflowDefinitionError
 from nimflow._workflow import current_builder
-from nimflow.errors import WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from nimflow.actors.environment import ActorEnvironment

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from nimflow.errors import WorkflowDefinitionError
+from nimflow._exceptions import WorkflowDefinitionError
 
 if TYPE_CHECKING:
     from nimflow._run import RunResult

@@ -25,12 +25,12 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from nimflow import _serialize
+from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._loader import pick_workflow
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import parse_assignment
-from nimflow.errors import NimflowError, RunFailedError, UserInputError
 from nimflow.testing.cli import fake_server
 
 app = typer.Typer(

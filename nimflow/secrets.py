@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nimflow import _config
-from nimflow.errors import UserInputError
+from nimflow._exceptions import SecretMissingError, UserInputError
 
 __all__ = [
-    "MissingSecretError",
     "Secret",
+    "SecretMissingError",
     "delete_secret",
     "get_secret",
     "has_secret",
@@ -29,18 +29,6 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class MissingSecretError(UserInputError):
-    """A secret that is neither in the environment nor in the secret store."""
-
-    def __init__(self, name: str, needed_by: str = "") -> None:
-        who = f"{needed_by} needs the secret {name}" if needed_by else f"the secret {name} is needed"
-        super().__init__(
-            f"{who}, which is not set. Set it in the environment (export {name}=...) "
-            f"or store it with `nimflow secret create {name}`."
-        )
-        self.name = name
 
 
 @dataclass(frozen=True)
@@ -106,7 +94,7 @@ def _write(data: dict[str, str]) -> None:
 
 
 def get_secret(name: str, needed_by: str = "") -> str:
-    """The secret's value from the environment, else from the store; MissingSecretError otherwise."""
+    """The secret's value from the environment, else from the store; SecretMissingError otherwise."""
     _check_name(name)
     value = os.environ.get(name)
     if value:
@@ -114,13 +102,13 @@ def get_secret(name: str, needed_by: str = "") -> str:
     value = _read().get(name)
     if value:
         return value
-    raise MissingSecretError(name, needed_by)
+    raise SecretMissingError(name, needed_by)
 
 
 def has_secret(name: str) -> bool:
     try:
         get_secret(name)
-    except MissingSecretError:
+    except SecretMissingError:
         return False
     return True
 

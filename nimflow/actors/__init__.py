@@ -1,7 +1,6 @@
 """The warm actor pool: model servers (NIM, vLLM, endpoints, local processes) for actor tasks."""
 
-from nimflow.actors.environment import ActorEnvironment
-from nimflow.actors.errors import (
+from nimflow._exceptions import (
     ActorConfigError,
     DockerUnavailableError,
     GPUUnavailableError,
@@ -12,6 +11,7 @@ from nimflow.actors.errors import (
     ServerExitedError,
     StartupTimeoutError,
 )
+from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.overrides import parse_server_override
 from nimflow.actors.pool import ActorSession
 from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, NIMSecrets, OpenAIEndpoint, ServerSpec

@@ -11,8 +11,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nimflow import secrets
+from nimflow._exceptions import NimflowError
 from nimflow.actors.janitor import expires_at
-from nimflow.errors import NimflowError
 
 __all__ = ["actors_app", "secret_app"]
 

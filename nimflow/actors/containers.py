@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from nimflow import _config
-from nimflow.actors.errors import ActorConfigError, SecretMissingError
+from nimflow._exceptions import ActorConfigError, SecretMissingError
 from nimflow.actors.servers import NIM, VLLM, parse_quantity
-from nimflow.secrets import MissingSecretError, get_secret
+from nimflow.secrets import get_secret
 
 __all__ = ["LABEL_PREFIX", "ContainerPlan", "container_name", "plan_container"]
 
@@ -55,7 +55,7 @@ class ContainerPlan:
 
         values = [v for k, v in self.env.items() if k in _SECRET_ENV]
         if self.login:
-            with contextlib.suppress(MissingSecretError):
+            with contextlib.suppress(SecretMissingError):
                 values.append(_get(self.login[2]))
         return [v for v in values if len(v) >= 4]
 
@@ -81,10 +81,7 @@ def labels_for(
 
 
 def _secret(actor: str, name: str) -> str:
-    try:
-        return get_secret(name, needed_by=f"actor {actor!r}")
-    except MissingSecretError as exc:
-        raise SecretMissingError(str(exc)) from None
+    return get_secret(name, needed_by=f"actor {actor!r}")
 
 
 def fetch_adapters(repo_ids: tuple[str, ...], folder: Path, token: str) -> None:

@@ -6,8 +6,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
+from nimflow._exceptions import UserInputError
 from nimflow.actors.servers import ServerSpec
-from nimflow.errors import UserInputError
 
 if TYPE_CHECKING:
     from nimflow._task import TaskSpec

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from nimflow._exceptions import UserInputError
 from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.servers import NIM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
-from nimflow.errors import UserInputError
 
 __all__ = ["apply_override", "check_overrides", "parse_server_override"]
 

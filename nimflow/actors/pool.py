@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 
+from nimflow._exceptions import ActorError, UserInputError
 from nimflow._store import ActorReplica, Store
 from nimflow.actors.display import ProgressDisplay
 from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT, ActorEnvironment
-from nimflow.actors.errors import SecretMissingError
 from nimflow.actors.launchers.base import Launcher, ReplicaInfo, free_port
 from nimflow.actors.overrides import apply_override, parse_server_override
 from nimflow.actors.ready import check_models, wait_ready
 from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
-from nimflow.errors import ActorError, UserInputError
-from nimflow.secrets import MissingSecretError, get_secret
+from nimflow.secrets import get_secret
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -185,10 +184,7 @@ class ActorSession:
     def _api_key(self, actor: _Actor) -> str | None:
         spec = actor.spec
         if isinstance(spec, OpenAIEndpoint) and spec.api_key:
-            try:
-                return get_secret(spec.api_key, needed_by=f"actor {actor.env.name!r}")
-            except MissingSecretError as exc:
-                raise SecretMissingError(str(exc)) from None
+            return get_secret(spec.api_key, needed_by=f"actor {actor.env.name!r}")
         return None
 
     async def _adopt_or_start(self, actor: _Actor, display: ProgressDisplay) -> None:

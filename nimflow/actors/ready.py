@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import httpx
 
-from nimflow.actors.errors import ModelNotServedError, ServerExitedError, StartupTimeoutError
+from nimflow._exceptions import ModelNotServedError, ServerExitedError, StartupTimeoutError
 from nimflow.actors.launchers.base import Launcher, ReplicaInfo
 from nimflow.actors.servers import ServerSpec
 

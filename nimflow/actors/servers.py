@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
-from nimflow.actors.errors import ActorConfigError
+from nimflow._exceptions import ActorConfigError
 
 __all__ = [
     "NIM",

@@ -1,18 +1,18 @@
 """OpenAI-client wiring for actor tasks: routed, retried, metered, structured calls."""
 
-from nimflow.llm.chat import ChatResult, TokenUsage, chat, chat_many
-from nimflow.llm.client import build_actor_context, close_actor_context
-from nimflow.llm.context import ActorContext, current_actor, use_actor
-from nimflow.llm.errors import (
+from nimflow._exceptions import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
     EndpointUnreachableError,
     ExtractionError,
     ModelCallError,
-    ModelNotFoundError,
+    ModelNotServedError,
     NoActorError,
 )
+from nimflow.llm.chat import ChatResult, TokenUsage, chat, chat_many
+from nimflow.llm.client import build_actor_context, close_actor_context
+from nimflow.llm.context import ActorContext, current_actor, use_actor
 from nimflow.llm.extract import ExtractResult, extract, extract_many, response_format_for
 from nimflow.llm.retry import RetryPolicy, should_retry
 from nimflow.llm.usage import Usage, meter
@@ -27,7 +27,7 @@ __all__ = [
     "ExtractResult",
     "ExtractionError",
     "ModelCallError",
-    "ModelNotFoundError",
+    "ModelNotServedError",
     "NoActorError",
     "RetryPolicy",
     "TokenUsage",

@@ -12,8 +12,9 @@ import anyio
 import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
+from nimflow._exceptions import ModelCallError
 from nimflow.llm.context import ActorContext, current_actor
-from nimflow.llm.errors import ModelCallError, explain
+from nimflow.llm.errors import explain
 from nimflow.llm.usage import current_usage
 
 __all__ = ["ChatResult", "TokenUsage", "chat", "chat_many", "complete", "messages_for"]

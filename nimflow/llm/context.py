@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import openai
 
-from nimflow.llm.errors import NoActorError
+from nimflow._exceptions import NoActorError
 
 if TYPE_CHECKING:
     from nimflow.llm.router import Router

@@ -11,59 +11,19 @@ from typing import TYPE_CHECKING
 
 import openai
 
-from nimflow.errors import LLMError, NimflowError
+from nimflow._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    EndpointUnreachableError,
+    ModelCallError,
+    ModelNotServedError,
+)
 
 if TYPE_CHECKING:
     from nimflow.llm.context import ActorContext
 
-__all__ = [
-    "AuthenticationError",
-    "BadRequestError",
-    "ContextLengthError",
-    "EndpointUnreachableError",
-    "ExtractionError",
-    "ModelCallError",
-    "ModelNotFoundError",
-    "NoActorError",
-    "explain",
-]
-
-
-class NoActorError(NimflowError):
-    """`current_actor()` outside an actor task."""
-
-
-class ModelCallError(LLMError):
-    """A model call failed for good; `.item_id` names the item (None for a single call)."""
-
-    def __init__(self, message: str, *, item_id: str | None = None, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.item_id = item_id
-        self.status_code = status_code
-
-
-class EndpointUnreachableError(ModelCallError):
-    """No replica accepted a connection (or answered in time), even after retries."""
-
-
-class AuthenticationError(ModelCallError):
-    """The server rejected the API key (401/403)."""
-
-
-class ModelNotFoundError(ModelCallError):
-    """The server does not serve the requested model or adapter (404)."""
-
-
-class ContextLengthError(ModelCallError):
-    """The prompt (plus max_tokens) is longer than the model's context (400)."""
-
-
-class BadRequestError(ModelCallError):
-    """The server rejected the request as invalid (400/422) for another reason."""
-
-
-class ExtractionError(ModelCallError):
-    """The model's output did not satisfy the schema, even with a larger token budget."""
+__all__ = ["explain", "redact", "server_message"]
 
 
 _CONTEXT_HINTS = (
@@ -163,7 +123,7 @@ async def explain(
     if status == 404:
         models = await available_models(ctx)
         offer = f" It serves: {', '.join(models)}." if models else " List what it serves with GET /v1/models."
-        return ModelNotFoundError(
+        return ModelNotServedError(
             f"{who}: model {model!r} is not served by actor {ctx.name!r} ({urls}): {msg}.{offer} Pass one "
             "of those as model=... (a LoRA adapter is chosen by its name), or add the adapter to the "
             "actor's server.",

@@ -15,9 +15,9 @@ import anyio
 import pydantic
 from openai.lib._pydantic import to_strict_json_schema
 
+from nimflow._exceptions import ExtractionError
 from nimflow.llm.chat import complete
 from nimflow.llm.context import ActorContext, current_actor
-from nimflow.llm.errors import ExtractionError
 from nimflow.llm.usage import current_usage
 
 __all__ = ["ExtractResult", "extract", "extract_many", "response_format_for"]

@@ -15,6 +15,7 @@ import anyio
 import pytest
 from sqlmodel import select
 
+from nimflow._exceptions import UserInputError
 from nimflow._store import ActorReplica, Store
 from nimflow.actors import (
     NIM,
@@ -28,7 +29,6 @@ from nimflow.actors import (
 )
 from nimflow.actors.launchers.process import ProcessLauncher
 from nimflow.actors.overrides import check_overrides
-from nimflow.errors import UserInputError
 
 T = TypeVar("T")
 MODEL = "fake-model"

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from nimflow import secrets
+from nimflow._exceptions import SecretMissingError, UserInputError
 from nimflow.actors import (
     NIM,
     VLLM,
@@ -23,7 +24,6 @@ from nimflow.actors import (
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import apply_override, parse_assignment
 from nimflow.actors.servers import parse_quantity
-from nimflow.errors import UserInputError
 
 IMAGE = "nvcr.io/nim/meta/llama3-8b-instruct:1.0.0"
 
@@ -123,7 +123,7 @@ def test_secret_store_is_owner_only_and_env_wins(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_missing_secret_says_how_to_set_it() -> None:
-    with pytest.raises(secrets.MissingSecretError) as info:
+    with pytest.raises(SecretMissingError) as info:
         secrets.get_secret("NGC_API_KEY", needed_by="actor 'nim-actor'")
     message = str(info.value)
     assert "actor 'nim-actor' needs the secret NGC_API_KEY" in message

@@ -16,7 +16,7 @@ from miniserver import wait_until
 from nimflow.llm import (
     AuthenticationError,
     ContextLengthError,
-    ModelNotFoundError,
+    ModelNotServedError,
     RetryPolicy,
     build_actor_context,
     chat,
@@ -114,7 +114,7 @@ async def test_client_errors_are_not_retried(fakes: Callable[..., FakeServer]) -
     with meter() as usage:
         with pytest.raises(ContextLengthError) as too_long:
             await chat("word " * 200, ctx=ctx, item_id="doc-long")
-        with pytest.raises(ModelNotFoundError) as unknown:
+        with pytest.raises(ModelNotServedError) as unknown:
             await chat("hi", model="no-such-adapter", ctx=ctx, item_id="doc-404")
         with pytest.raises(AuthenticationError) as denied:
             await chat("hi", ctx=wrong, item_id="doc-401")

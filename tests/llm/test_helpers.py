@@ -10,13 +10,13 @@ import pydantic
 import pytest
 from miniserver import MiniServer
 
-from nimflow.errors import LLMError
+from nimflow._exceptions import LLMError
 from nimflow.llm import (
     AuthenticationError,
     ContextLengthError,
     EndpointUnreachableError,
     ExtractionError,
-    ModelNotFoundError,
+    ModelNotServedError,
     RetryPolicy,
     build_actor_context,
     chat,
@@ -115,7 +115,7 @@ async def test_wrong_api_key_names_the_secret_not_the_key(mini: MiniServer) -> N
 async def test_unknown_model_lists_what_the_server_offers(mini: MiniServer) -> None:
     mini.script = lambda body: _error(404, f"The model `{body['model']}` does not exist.", "model_not_found")
     ctx = _ctx([mini.base_url])
-    with pytest.raises(ModelNotFoundError) as info:
+    with pytest.raises(ModelNotServedError) as info:
         await chat("hi", model="no-such-lora", item_id="doc-2", ctx=ctx)
     message = str(info.value)
     assert "'doc-2'" in message and "'no-such-lora'" in message

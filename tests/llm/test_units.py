@@ -10,7 +10,7 @@ import anyio.lowlevel
 import httpx2
 import pytest
 
-from nimflow.errors import NimflowError
+from nimflow._exceptions import NimflowError
 from nimflow.llm import current_actor, meter, should_retry, use_actor
 from nimflow.llm.client import build_actor_context
 from nimflow.llm.retry import parse_retry_after

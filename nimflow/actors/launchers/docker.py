@@ -15,21 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, plan_container, run_kwargs
-from nimflow.actors.errors import (
+from nimflow._exceptions import (
     ActorConfigError,
     DockerUnavailableError,
     GPUUnavailableError,
     ImageNotAvailableError,
     PortInUseError,
-    alternatives,
 )
+from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, plan_container, run_kwargs
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
 from nimflow.actors.servers import NIM, VLLM, ServerSpec
 from nimflow.secrets import get_secret
 
 __all__ = ["DockerLauncher", "scrub"]
 
+
+
+def alternatives(actor: str) -> str:
+    """How to run a pipeline without a local GPU server."""
+    return (
+        f"To run without it, serve the actor another way: `nimflow run ... --server {actor}=fake` "
+        f"(the fake OpenAI server) or `--server {actor}=endpoint:URL` (a server that already runs)."
+    )
 
 def scrub(text: str, secrets: list[str]) -> str:
     for value in secrets:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nimflow.actors.errors import ActorConfigError
+from nimflow._exceptions import ActorConfigError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo
 from nimflow.actors.servers import OpenAIEndpoint, ServerSpec
 

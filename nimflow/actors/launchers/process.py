@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from nimflow import _config
-from nimflow.actors.errors import ActorConfigError, PortInUseError
+from nimflow._exceptions import ActorConfigError, PortInUseError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
 from nimflow.actors.launchers.detach import spawn_detached
 from nimflow.actors.servers import FakeOpenAI, LocalProcess, ServerSpec
