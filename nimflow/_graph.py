@@ -65,9 +65,7 @@ class Promise:
 
     __slots__ = ("builder", "description", "index", "source")
 
-    def __init__(
-        self, builder: GraphBuilder[Any], source: str, index: int | None, description: str
-    ) -> None:
+    def __init__(self, builder: GraphBuilder[Any], source: str, index: int | None, description: str) -> None:
         self.builder = builder
         self.source = source  # "input:<name>" or a node id
         self.index = index  # position in a tuple output

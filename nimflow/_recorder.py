@@ -70,7 +70,9 @@ class Recorder:
         now = time.time()
         labels = ", ".join(self.states[u].label for u in blocked)
         error = f"not run: upstream {labels} did not succeed"
-        self._writer.upsert(TaskRun, self._row(node, None, Status.SKIPPED, started_at=now, ended_at=now, error=error))
+        self._writer.upsert(
+            TaskRun, self._row(node, None, Status.SKIPPED, started_at=now, ended_at=now, error=error)
+        )
 
     def node_failed(self, node: Node[Any], exc: BaseException) -> None:
         """A node that failed as a whole (a bad map input, an actor that could not start)."""

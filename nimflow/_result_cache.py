@@ -42,7 +42,9 @@ class ResultCache:
             served_by = await self._resources.identity(spec.actor)
         # Inputs that are not mapped are the same for every call: serialize them once.
         keyed = [name for name in calls[0] if name not in spec.cache_ignore]
-        constant = {name: self._jsonable(spec, name, calls[0][name]) for name in keyed if name not in node.mapped}
+        constant = {
+            name: self._jsonable(spec, name, calls[0][name]) for name in keyed if name not in node.mapped
+        }
         varying = [name for name in keyed if name in node.mapped]
         return [
             cache_key(

@@ -221,7 +221,9 @@ async def _execute(
     # The pool takes each value as it is: a server spec string or an override object.
     actors = ActorSession(store, servers or {}, console=console) if envs else None  # type: ignore[arg-type]
     scheduler = Scheduler(graph, run_id, store, values, read_cache=use_cache, resources=actors)
-    result = RunResult(run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values()))
+    result = RunResult(
+        run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
+    )
     stop = _Stop()
     try:
         async with AsyncExitStack() as stack:

@@ -111,7 +111,9 @@ class Scheduler:
                     await self._run_map(node)
                 else:
                     await self._run_single(node)
-            except Exception as exc:  # a bad map input, an actor that cannot start: the node fails, siblings go on
+            except (
+                Exception
+            ) as exc:  # a bad map input, an actor that cannot start: the node fails, siblings go on
                 recorder.node_failed(node, exc)
         except anyio.get_cancelled_exc_class():
             recorder.node_cancelled(node)
@@ -183,7 +185,9 @@ class Scheduler:
                     calls[position] = {}
                     outcome.output_json = outcome.usage = outcome.error = None
 
-            concurrency = node.concurrency or (DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS)
+            concurrency = node.concurrency or (
+                DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS
+            )
             worker = self._async_worker if spec.is_async or spec.timeout is not None else self._sync_worker
             async with anyio.create_task_group() as tg:
                 for _ in range(min(concurrency, len(pending))):

@@ -109,7 +109,10 @@ class MapTask:
         inputs = {**self.fixed, **mapped_inputs}
         builder = current_builder()
         if builder is None:  # outside a workflow: a plain loop, like calling a task directly
-            return [self.task.fn(**kwargs) for kwargs in map_items(f"map_task({name!r})", inputs, list(mapped_inputs))]
+            return [
+                self.task.fn(**kwargs)
+                for kwargs in map_items(f"map_task({name!r})", inputs, list(mapped_inputs))
+            ]
         return builder.add_map(  # type: ignore[return-value]
             self.task, inputs, tuple(mapped_inputs), self.concurrency, self.min_success_ratio
         )
