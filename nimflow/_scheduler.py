@@ -36,6 +36,7 @@ DEFAULT_THREADS = 16
 SYNC_SLICE_SECONDS = 0.02
 
 TaskNode = Node[TaskSpec[..., Any]]
+_FREED: dict[str, Any] = {}  # what a finished call's inputs are replaced with (never written to)
 
 
 class Scheduler:
@@ -111,9 +112,8 @@ class Scheduler:
                     await self._run_map(node)
                 else:
                     await self._run_single(node)
-            except (
-                Exception
-            ) as exc:  # a bad map input, an actor that cannot start: the node fails, siblings go on
+            except Exception as exc:
+                # A bad map input, an actor that cannot start: the node fails, its siblings go on.
                 recorder.node_failed(node, exc)
         except anyio.get_cancelled_exc_class():
             recorder.node_cancelled(node)
@@ -158,6 +158,7 @@ class Scheduler:
             outcome = Outcome(ok=True, value=cache.replay(spec, entry), started_at=now, ended_at=now)
             outcomes[position] = outcome
             recorder.item_done(node, item_of(position), outcome, keys[position] if keys else None, True)
+            calls[position] = _FREED
         hit_count = len(calls) - len(pending)
         if pending:
             # A server that cannot be had fails the node once, with its own clear message.
@@ -182,7 +183,7 @@ class Scheduler:
                 if node.is_map:
                     # Only the value lives on until the map ends: a big map must not hold every
                     # item's inputs, JSON copy and traceback (those are in the database now).
-                    calls[position] = {}
+                    calls[position] = _FREED
                     outcome.output_json = outcome.usage = outcome.error = None
 
             concurrency = node.concurrency or (
