@@ -27,6 +27,7 @@ log = logging.getLogger("nimflow")
 class ResultCache:
     def __init__(self, store: Store, run_id: str, *, read: bool, resources: ResourceSession | None) -> None:
         self._store = store
+        self._writer = store.writer
         self._run_id = run_id
         self._read = read  # False for --no-cache: compute everything, store it anew
         self._resources = resources
@@ -75,7 +76,7 @@ class ResultCache:
         return _serialize.loads(entry.output, spec.return_hint, f"{spec.name}: cached output")
 
     def save(self, spec: TaskSpec[..., Any], key: str, output_json: str) -> None:
-        self._store.writer.upsert(
+        self._writer.upsert(
             CacheEntry,
             {
                 "key": key,
