@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -35,12 +35,12 @@ from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
 from nimflow._workflow import WorkflowSpec
-from nimflow.actors.environment import ActorEnvironment
-from nimflow.actors.overrides import check_overrides
-from nimflow.actors.pool import ActorSession
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from nimflow._resources import ActorRef
+    from nimflow.actors.pool import ActorSession
 
 __all__ = ["RunResult", "Workflow", "arun", "run", "validate_inputs", "workflow"]
 
@@ -203,7 +203,7 @@ async def _execute(
     graph = wf.build()
     envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
     if servers:
-        check_overrides(servers, [env for env in envs.values() if isinstance(env, ActorEnvironment)])
+        _check_servers(servers, envs.values())
     own_store = store is None
     store = store or Store.open()
     run_id = uuid.uuid4().hex[:12]
@@ -218,8 +218,7 @@ async def _execute(
         heartbeat_at=started,
     )
     store.add(row)
-    # The pool takes each value as it is: a server spec string or an override object.
-    actors = ActorSession(store, servers or {}, console=console) if envs else None  # type: ignore[arg-type]
+    actors = _actor_session(store, servers, console) if envs else None
     scheduler = Scheduler(graph, run_id, store, values, read_cache=use_cache, resources=actors)
     result = RunResult(
         run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
@@ -278,6 +277,24 @@ async def _execute(
     if result.status is Status.FAILED:
         raise RunFailedError(f"run {run_id} of {wf.name} failed: {row.error}", run_id, result)
     return result
+
+
+def _check_servers(servers: Mapping[str, str | object], actors: Iterable[ActorRef]) -> None:
+    # The actor pool is imported only by runs that use it or name it: the others pay neither
+    # its import time nor its memory. (It does not import this module: no circle.)
+    from nimflow.actors.environment import ActorEnvironment
+    from nimflow.actors.overrides import check_overrides
+
+    check_overrides(servers, [actor for actor in actors if isinstance(actor, ActorEnvironment)])
+
+
+def _actor_session(
+    store: Store, servers: Mapping[str, str | object] | None, console: Console | None
+) -> ActorSession:
+    from nimflow.actors.pool import ActorSession
+
+    # The pool takes each value as it is: a server spec string or an override object.
+    return ActorSession(store, servers or {}, console=console)  # type: ignore[arg-type]
 
 
 async def _heartbeat(store: Store, row: Run) -> None:
