@@ -23,11 +23,13 @@ if TYPE_CHECKING:
         GPUUnavailableError,
         ImageNotAvailableError,
         LLMError,
+        MapInputError,
         ModelCallError,
         ModelNotServedError,
         NimflowError,
         NoActorError,
         PortInUseError,
+        RunCancelledError,
         RunFailedError,
         SecretMissingError,
         SerializationError,
@@ -38,9 +40,9 @@ if TYPE_CHECKING:
         UserInputError,
         WorkflowDefinitionError,
     )
-    from nimflow._run import RunResult, arun, run
+    from nimflow._run import RunResult, arun, run, workflow
     from nimflow._task import TaskSpec, task
-    from nimflow._workflow import WorkflowSpec, map_task, workflow
+    from nimflow._workflow import WorkflowSpec, map_task
     from nimflow.actors import NIM, VLLM, ActorEnvironment, LocalProcess, NIMSecrets, OpenAIEndpoint
     from nimflow.llm.context import current_actor
     from nimflow.secrets import Secret
@@ -57,11 +59,13 @@ _EXPORTS: dict[str, str] = {
     "GPUUnavailableError": "nimflow._exceptions",
     "ImageNotAvailableError": "nimflow._exceptions",
     "LLMError": "nimflow._exceptions",
+    "MapInputError": "nimflow._exceptions",
     "ModelCallError": "nimflow._exceptions",
     "ModelNotServedError": "nimflow._exceptions",
     "NimflowError": "nimflow._exceptions",
     "NoActorError": "nimflow._exceptions",
     "PortInUseError": "nimflow._exceptions",
+    "RunCancelledError": "nimflow._exceptions",
     "RunFailedError": "nimflow._exceptions",
     "SecretMissingError": "nimflow._exceptions",
     "SerializationError": "nimflow._exceptions",
@@ -88,7 +92,7 @@ _EXPORTS: dict[str, str] = {
     "task": "nimflow._task",
     "WorkflowSpec": "nimflow._workflow",
     "map_task": "nimflow._workflow",
-    "workflow": "nimflow._workflow",
+    "workflow": "nimflow._run",
 }
 
 __all__ = [
@@ -107,6 +111,7 @@ __all__ = [
     "ImageNotAvailableError",
     "LLMError",
     "LocalProcess",
+    "MapInputError",
     "ModelCallError",
     "ModelNotServedError",
     "NIMSecrets",
@@ -114,6 +119,7 @@ __all__ = [
     "NoActorError",
     "OpenAIEndpoint",
     "PortInUseError",
+    "RunCancelledError",
     "RunFailedError",
     "RunResult",
     "Secret",
@@ -138,10 +144,14 @@ __all__ = [
 ]
 
 
+# Public subpackages, reachable as attributes without their own import: nf.llm.chat_many, nf.testing.
+_SUBMODULES = ("llm", "testing")
+
+
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        if name in ("llm", "actors", "testing"):
+        if name in _SUBMODULES:
             return importlib.import_module(f"nimflow.{name}")
         raise AttributeError(f"module 'nimflow' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)
@@ -150,4 +160,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return [*__all__, "llm", "actors", "testing"]
+    return [*__all__, *_SUBMODULES]

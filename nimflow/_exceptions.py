@@ -6,9 +6,11 @@ never carries a secret.
     │   └── SecretMissingError         a secret neither in the environment nor the secret store
     ├── WorkflowDefinitionError        a workflow body that cannot become a graph
     ├── SerializationError             a value that does not fit its type hint
+    ├── MapInputError                  a map_task's mapped inputs are not lists of one length
     ├── StorageError                   the database cannot be opened, written or read
     ├── TaskTimeoutError               a task ran past its `timeout`
     ├── RunFailedError                 a run ended with failed nodes (`.run_id`, `.result`)
+    ├── RunCancelledError              a run stopped by `nimflow kill` (`.run_id`, `.result`)
     ├── NoActorError                   `nf.current_actor()` outside an actor task
     ├── ActorError                     a model server could not be started, found, reached, stopped
     │   ├── DockerUnavailableError
@@ -45,11 +47,13 @@ __all__ = [
     "GPUUnavailableError",
     "ImageNotAvailableError",
     "LLMError",
+    "MapInputError",
     "ModelCallError",
     "ModelNotServedError",
     "NimflowError",
     "NoActorError",
     "PortInUseError",
+    "RunCancelledError",
     "RunFailedError",
     "SecretMissingError",
     "SerializationError",
@@ -94,6 +98,10 @@ class SerializationError(NimflowError):
     """A value that cannot be turned into JSON from its type hint, or back."""
 
 
+class MapInputError(NimflowError):
+    """A map_task's mapped inputs are not lists, or not all of one length."""
+
+
 class StorageError(NimflowError):
     """The database cannot be opened, written or read (the message names the setting to fix)."""
 
@@ -108,6 +116,16 @@ class TaskTimeoutError(NimflowError):
 class RunFailedError(NimflowError):
     """A run ended with failed nodes. `.run_id` names the run for `nimflow show`; `.result` is
     the RunResult with the failures."""
+
+    def __init__(self, message: str, run_id: str, result: Any = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.result = result
+
+
+class RunCancelledError(NimflowError):
+    """A run stopped from outside (`nimflow kill`) before it ended; what finished is saved.
+    (Ctrl-C stays a KeyboardInterrupt.) `.run_id` names the run; `.result` is its RunResult."""
 
     def __init__(self, message: str, run_id: str, result: Any = None) -> None:
         super().__init__(message)

@@ -17,7 +17,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from nimflow._runner import NodeState
+from nimflow._recorder import NodeState
+from nimflow._status import Status
 
 
 class _RunProgress(Progress):
@@ -45,14 +46,14 @@ class _RunProgress(Progress):
 
     def sync(self) -> None:
         for node_id, state in list(self._states.items()):
-            if state.status == "pending":
+            if state.status is Status.PENDING:
                 continue
             info = []
             if state.cached:
                 info.append(f"[cyan]{state.cached} cached[/]")
             if state.failed:
                 info.append(f"[red]{state.failed} failed[/]")
-            if state.status in ("failed", "skipped"):
+            if state.status in (Status.FAILED, Status.SKIPPED):
                 info.append(f"[red]{state.status}[/]")
             self.update(
                 self._ids[node_id], total=state.total, completed=state.done, info=" ".join(info), visible=True

@@ -1,4 +1,11 @@
-"""A run: validate inputs, build the graph, record the run, execute, record the outcome."""
+"""A run: validate the inputs once, build the graph, record the run, acquire its actors, execute,
+record the outcome. Also the callable `@nf.workflow`: calling a workflow outside a workflow
+body runs it here (the graph side, `_workflow`, only builds).
+
+While it runs, the run row gets a heartbeat every few seconds, so a reader can tell a run whose
+process died and freeze its duration at the last beat. A run stopped by Ctrl-C or by
+`nimflow kill` (SIGTERM) is recorded as cancelled, with its running nodes, and says which.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +13,43 @@ import functools
 import gc
 import json
 import os
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
+import anyio.abc
+import anyio.to_thread
 
 from nimflow import _serialize
 from nimflow._context import bind_run
-from nimflow._runner import ItemFailure, NodeState, Runner
+from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
+from nimflow._graph import current_builder
+from nimflow._recorder import ItemFailure, NodeState
+from nimflow._scheduler import Scheduler
+from nimflow._status import Status
 from nimflow._store import Run, Store
 from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-from nimflow._exceptions import NimflowError, RunFailedError, SerializationError, UserInputError
+    from nimflow._resources import ActorRef
+    from nimflow.actors.pool import ActorSession
+
+__all__ = ["RunResult", "Workflow", "arun", "run", "validate_inputs", "workflow"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+HEARTBEAT_SECONDS = 2.0
+CTRL_C = "cancelled (Ctrl-C)"
+KILLED = "cancelled by nimflow kill"
 
 
 @dataclass
@@ -32,7 +57,7 @@ class RunResult:
     """What a run produced: outputs, and what failed (items of a map allowed to fail included)."""
 
     run_id: str
-    status: str
+    status: Status
     outputs: Any
     failures: list[ItemFailure] = field(default_factory=list)
     nodes: list[NodeState] = field(default_factory=list)
@@ -43,7 +68,7 @@ class RunResult:
         # Short on purpose: asyncio formats the finished main task (and so this result) when the
         # event loop closes, and printing every output there cost tens of ms on big runs.
         return (
-            f"RunResult(run_id={self.run_id!r}, status={self.status!r}, "
+            f"RunResult(run_id={self.run_id!r}, status={self.status.value!r}, "
             f"failures={len(self.failures)}, seconds={self.seconds:.2f})"
         )
 
@@ -61,7 +86,26 @@ class RunResult:
         return sum(n.tokens for n in self.nodes)
 
 
-# A progress display: given the runner's live node states, it is entered for the run's duration.
+class Workflow(WorkflowSpec[P, R]):
+    """What `@nf.workflow` makes: called inside a workflow body it is inlined; called anywhere
+    else it runs, and returns its outputs."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        if current_builder() is not None:
+            return super().__call__(*args, **kwargs)
+        bound = self.signature.bind(*args, **kwargs)
+        return run(self, inputs=bound.arguments).outputs  # type: ignore[no-any-return]
+
+    def run(self, **inputs: Any) -> RunResult:
+        return run(self, inputs=inputs)
+
+
+def workflow(fn: Callable[P, R]) -> Workflow[P, R]:
+    """Make `fn` a workflow. Its body wires tasks together; it runs once, with promises."""
+    return Workflow(fn)
+
+
+# A progress display: given the live node states, it is entered for the run's duration.
 ProgressFactory = Callable[[str, Mapping[str, NodeState]], Any]
 
 
@@ -71,7 +115,7 @@ def run(
     *,
     inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
-    servers: Mapping[str, str] | None = None,
+    servers: Mapping[str, str | object] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,
@@ -81,23 +125,31 @@ def run(
     """Run a workflow to the end and return its result; raise RunFailedError if it failed.
 
     Inputs are keyword arguments (`nf.run(wf, n=3)`) or, when an input shares a name with an
-    option here (say `servers`), the `inputs` mapping.
+    option here (say `servers`), the `inputs` mapping. From the main thread, Ctrl-C and SIGTERM
+    (`nimflow kill`) cancel the run: it is recorded as cancelled, then KeyboardInterrupt or
+    RunCancelledError is raised.
     """
-    with _quiet_gc():
-        return anyio.run(
-            functools.partial(
-                arun,
-                wf,
-                inputs=inputs,
-                use_cache=use_cache,
-                servers=servers,
-                store=store,
-                progress=progress,
-                console=console,
-                source_file=source_file,
-                **kw_inputs,
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        with _quiet_gc():
+            return anyio.run(
+                functools.partial(
+                    _execute,
+                    wf,
+                    {**(inputs or {}), **kw_inputs},
+                    use_cache=use_cache,
+                    servers=servers,
+                    store=store,
+                    progress=progress,
+                    console=console,
+                    source_file=source_file,
+                    handle_signals=main,
+                )
             )
-        )
+    finally:
+        if main:  # the event loop's handlers are gone with it; put back what was there before
+            signal.signal(signal.SIGTERM, previous)
 
 
 async def arun(
@@ -106,21 +158,52 @@ async def arun(
     *,
     inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
-    servers: Mapping[str, str] | None = None,
+    servers: Mapping[str, str | object] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,
     source_file: str | None = None,
     **kw_inputs: Any,
 ) -> RunResult:
-    """The async form of `run`, for callers already on an event loop."""
-    values = validate_inputs(wf, {**(inputs or {}), **kw_inputs})
+    """The async form of `run`, for callers already on an event loop (whose signals are theirs)."""
+    return await _execute(
+        wf,
+        {**(inputs or {}), **kw_inputs},
+        use_cache=use_cache,
+        servers=servers,
+        store=store,
+        progress=progress,
+        console=console,
+        source_file=source_file,
+        handle_signals=False,
+    )
+
+
+@dataclass
+class _Stop:
+    """Why the run was stopped from outside, once it was."""
+
+    reason: str | None = None
+    signum: int | None = None
+
+
+async def _execute(
+    wf: WorkflowSpec[..., Any],
+    given: Mapping[str, Any],
+    *,
+    use_cache: bool,
+    servers: Mapping[str, str | object] | None,
+    store: Store | None,
+    progress: ProgressFactory | None,
+    console: Console | None,
+    source_file: str | None,
+    handle_signals: bool,
+) -> RunResult:
+    values = validate_inputs(wf, given)
     graph = wf.build()
     envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
     if servers:
-        from nimflow.actors.overrides import check_overrides
-
-        check_overrides(servers, envs.values())
+        _check_servers(servers, envs.values())
     own_store = store is None
     store = store or Store.open()
     run_id = uuid.uuid4().hex[:12]
@@ -132,47 +215,107 @@ async def arun(
         inputs=_serialize.canonical(_inputs_json(wf, values)),
         pid=os.getpid(),
         started_at=started,
+        heartbeat_at=started,
     )
     store.add(row)
-    runner = Runner(graph=graph, run_id=run_id, store=store, inputs=values, read_cache=use_cache)
-    result = RunResult(run_id=run_id, status="running", outputs=None, nodes=list(runner.states.values()))
+    actors = _actor_session(store, servers, console) if envs else None
+    scheduler = Scheduler(graph, run_id, store, values, read_cache=use_cache, resources=actors)
+    result = RunResult(
+        run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
+    )
+    stop = _Stop()
     try:
         async with AsyncExitStack() as stack:
-            if envs:
-                from nimflow.actors.pool import ActorSession
-
-                runner.actors = await stack.enter_async_context(
-                    ActorSession(store, servers or {}, console=console)
-                )
+            if actors is not None:
+                await stack.enter_async_context(actors)
             if progress is not None:
-                stack.enter_context(progress(run_id, runner.states))
+                stack.enter_context(progress(run_id, scheduler.states))
             stack.enter_context(bind_run(run_id, store))
             try:
-                result.outputs = await runner.execute()
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_heartbeat, store, row)
+                    if handle_signals:
+                        await tg.start(_watch_signals, tg.cancel_scope, stop)
+                    result.outputs = await scheduler.execute()
+                    tg.cancel_scope.cancel()  # the heartbeat and the signal watch end with the run
             finally:  # what served each actor is known once the run has acquired it
-                if runner.actors is not None:
-                    result.served_by = runner.actors.served_by()
+                if actors is not None:
+                    result.served_by = actors.served_by()
                     row.served_by = json.dumps(result.served_by)
-        result.failures = sorted(runner.failures, key=lambda f: (int(f.node[1:]), f.item or 0))
-        failed = [s for s in runner.states.values() if s.status != "succeeded"]
-        result.status = "failed" if failed else "succeeded"
-        if result.status == "succeeded":
-            row.outputs = _outputs_json(wf, result.outputs)
+        result.failures = _sorted(scheduler.failures)
+        if stop.reason is not None:
+            result.status, row.error = Status.CANCELLED, stop.reason
+        elif any(s.status is not Status.SUCCEEDED for s in scheduler.states.values()):
+            result.status, row.error = Status.FAILED, _failure_summary(scheduler, result.failures)
         else:
-            row.error = _failure_summary(runner)
+            result.status = Status.SUCCEEDED
+            row.outputs = _outputs_json(wf, result.outputs)
     except BaseException as exc:
-        cancelled = isinstance(exc, (KeyboardInterrupt, anyio.get_cancelled_exc_class()))
-        result.status = "cancelled" if cancelled else "failed"
-        row.error = row.error or f"{type(exc).__name__}: {exc}"
+        result.failures = _sorted(scheduler.failures)
+        if isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class()):
+            result.status = Status.CANCELLED
+            row.error = CTRL_C if isinstance(exc, KeyboardInterrupt) else "cancelled"
+        else:
+            result.status = Status.FAILED
+            row.error = f"{type(exc).__name__}: {exc}"
         raise
     finally:
         result.seconds = time.time() - started
-        row.status, row.ended_at = result.status, time.time()
+        row.status, row.ended_at = result.status.value, time.time()
+        row.heartbeat_at = row.ended_at
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_close, store, row, own_store)
-    if result.status == "failed":
+    if stop.signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    if stop.reason is not None:
+        raise RunCancelledError(
+            f"run {run_id} of {wf.name} was {stop.reason}; finished items are saved: "
+            "run the same command to resume.",
+            run_id,
+            result,
+        )
+    if result.status is Status.FAILED:
         raise RunFailedError(f"run {run_id} of {wf.name} failed: {row.error}", run_id, result)
     return result
+
+
+def _check_servers(servers: Mapping[str, str | object], actors: Iterable[ActorRef]) -> None:
+    # The actor pool is imported only by runs that use it or name it: the others pay neither
+    # its import time nor its memory. (It does not import this module: no circle.)
+    from nimflow.actors.environment import ActorEnvironment
+    from nimflow.actors.overrides import check_overrides
+
+    check_overrides(servers, [actor for actor in actors if isinstance(actor, ActorEnvironment)])
+
+
+def _actor_session(
+    store: Store, servers: Mapping[str, str | object] | None, console: Console | None
+) -> ActorSession:
+    from nimflow.actors.pool import ActorSession
+
+    # The pool takes each value as it is: a server spec string or an override object.
+    return ActorSession(store, servers or {}, console=console)  # type: ignore[arg-type]
+
+
+async def _heartbeat(store: Store, row: Run) -> None:
+    """Every few seconds the run row says the run is alive (through the writer thread)."""
+    while True:
+        await anyio.sleep(HEARTBEAT_SECONDS)
+        row.heartbeat_at = time.time()
+        store.writer.update(Run, row.id, {"heartbeat_at": row.heartbeat_at})
+
+
+async def _watch_signals(
+    scope: anyio.CancelScope, stop: _Stop, *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    """Ctrl-C and SIGTERM (what `nimflow kill` sends) cancel the run, and say which it was."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
+        async for signum in signals:
+            stop.signum = signum
+            stop.reason = CTRL_C if signum == signal.SIGINT else KILLED
+            scope.cancel()
+            return
 
 
 @contextmanager
@@ -241,13 +384,14 @@ def _outputs_json(wf: WorkflowSpec[..., Any], outputs: Any) -> str:
         return json.dumps({"unserializable": repr(outputs)[:2000]})
 
 
-def _failure_summary(runner: Runner) -> str:
-    if not runner.failures:
-        bad = [s.label for s in runner.states.values() if s.status != "succeeded"]
+def _sorted(failures: list[ItemFailure]) -> list[ItemFailure]:
+    return sorted(failures, key=lambda f: (int(f.node[1:]), f.item or 0))
+
+
+def _failure_summary(scheduler: Scheduler, failures: list[ItemFailure]) -> str:
+    if not failures:
+        bad = [s.label for s in scheduler.states.values() if s.status is not Status.SUCCEEDED]
         return f"not completed: {', '.join(bad)}"
-    first = runner.failures[0]
-    more = len(runner.failures) - 1
+    first = failures[0]
+    more = len(failures) - 1
     return f"{first.where()}: {first.error}" + (f" (and {more} more failures)" if more else "")
-
-
-__all__ = ["NimflowError", "RunResult", "arun", "run", "validate_inputs"]

@@ -8,14 +8,14 @@ import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Generic, ParamSpec, TypedDict, TypeVar, Unpack, overload
 
 from nimflow import _cache
 from nimflow._exceptions import WorkflowDefinitionError
-from nimflow._workflow import current_builder
+from nimflow._graph import current_builder
+from nimflow._resources import ActorRef
 
-if TYPE_CHECKING:
-    from nimflow.actors.environment import ActorEnvironment
+__all__ = ["TaskOptions", "TaskSpec", "default_name", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -32,7 +32,7 @@ class TaskSpec(Generic[P, R]):
     cache_ignore: frozenset[str] = frozenset()
     retries: int = 0
     timeout: float | None = None
-    actor: ActorEnvironment | None = None
+    actor: ActorRef | None = None
     signature: inspect.Signature = field(init=False)
     input_hints: dict[str, Any] = field(init=False)
     return_hint: Any = field(init=False)
@@ -69,7 +69,7 @@ class TaskSpec(Generic[P, R]):
         builder = current_builder()
         if builder is None:
             return self.fn(*args, **kwargs)
-        return builder.add_task(self, self.bind(args, kwargs))  # type: ignore[no-any-return]
+        return builder.add_task(self, self.bind(args, kwargs))  # type: ignore[return-value]
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """All inputs by name, defaults filled in; a clear error for a wrong call."""
@@ -113,36 +113,29 @@ def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
         ) from exc
 
 
+class TaskOptions(TypedDict, total=False):
+    """The options of `@nf.task(...)` and `@actor.task(...)`, written once for both."""
+
+    name: str | None  # default `module.function`; part of the cache key
+    cache: bool  # reuse results across runs (default False)
+    cache_version: str  # bump it to recompute after a change (default "0")
+    cache_ignore: Iterable[str]  # inputs left out of the cache key
+    retries: int  # further attempts after a failure (default 0)
+    timeout: float | None  # seconds per attempt (default none)
+
+
 @overload
 def task(fn: Callable[P, R], /) -> TaskSpec[P, R]: ...
 
 
 @overload
 def task(
-    fn: None = None,
-    /,
-    *,
-    name: str | None = None,
-    cache: bool = False,
-    cache_version: str = "0",
-    cache_ignore: Iterable[str] = (),
-    retries: int = 0,
-    timeout: float | None = None,
-    actor: ActorEnvironment | None = None,
+    fn: None = None, /, *, actor: ActorRef | None = None, **options: Unpack[TaskOptions]
 ) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
 
 
 def task(
-    fn: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    cache: bool = False,
-    cache_version: str = "0",
-    cache_ignore: Iterable[str] = (),
-    retries: int = 0,
-    timeout: float | None = None,
-    actor: ActorEnvironment | None = None,
+    fn: Callable[P, R] | None = None, /, *, actor: ActorRef | None = None, **options: Unpack[TaskOptions]
 ) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
     """Make `fn` a task: `@task` or `@task(cache=True, cache_version="1", retries=2, timeout=60)`.
 
@@ -153,12 +146,12 @@ def task(
     def decorate(f: Callable[P, R]) -> TaskSpec[P, R]:
         return TaskSpec(
             fn=f,
-            name=name or default_name(f),
-            cache=cache,
-            cache_version=str(cache_version),
-            cache_ignore=frozenset(cache_ignore),
-            retries=retries,
-            timeout=timeout,
+            name=options.get("name") or default_name(f),
+            cache=options.get("cache", False),
+            cache_version=str(options.get("cache_version", "0")),
+            cache_ignore=frozenset(options.get("cache_ignore", ())),
+            retries=options.get("retries", 0),
+            timeout=options.get("timeout"),
             actor=actor,
         )
 

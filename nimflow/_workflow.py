@@ -1,184 +1,38 @@
-"""@workflow and map_task: the body runs once with promises and yields a Graph. Pure, no I/O.
+"""@workflow's graph side and map_task: a workflow body runs once with promises and yields a Graph.
 
 As in Flyte, a workflow body only wires tasks together: the values do not exist yet while it
 runs, so Python logic on them (if, for, f-strings, arithmetic) is an error that says so.
+Building never executes anything: running a workflow is the run module's job (`nimflow._run`,
+whose `workflow` decorator makes the callable form).
 """
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from nimflow._exceptions import WorkflowDefinitionError
+from nimflow._graph import Graph, GraphBuilder, building, current_builder, map_items
+from nimflow._task import TaskSpec, default_name
 
-if TYPE_CHECKING:
-    from nimflow._run import RunResult
-    from nimflow._task import TaskSpec
+__all__ = ["MapTask", "WorkflowSpec", "map_task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_builder: contextvars.ContextVar[GraphBuilder | None] = contextvars.ContextVar(
-    "nimflow_builder", default=None
-)
-
-
-def current_builder() -> GraphBuilder | None:
-    return _builder.get()
-
-
-# --------------------------------------------------------------------------------------------------
-# Promises
-
-
-class Promise:
-    """A value that will exist when the run reaches it: a workflow input or a node's output."""
-
-    __slots__ = ("builder", "description", "index", "source")
-
-    def __init__(self, builder: GraphBuilder, source: str, index: int | None, description: str) -> None:
-        self.builder = builder
-        self.source = source  # "input:<name>" or a node id
-        self.index = index  # position in a tuple output
-        self.description = description
-
-    def __repr__(self) -> str:
-        return f"<promise of {self.description}>"
-
-    def _misuse(self, *_: Any, **__: Any) -> typing.NoReturn:
-        raise WorkflowDefinitionError(
-            f"{self.description} is used as a plain value inside a @workflow body. The body only "
-            "wires tasks together; the value exists only when the run reaches it. Pass it to a task, "
-            "map_task or workflow, and move the logic (if/for, f-strings, arithmetic, indexing) into a @task."
-        )
-
-    __bool__ = __iter__ = __len__ = __contains__ = __getitem__ = __format__ = _misuse
-    __add__ = __radd__ = __sub__ = __mul__ = __truediv__ = __lt__ = __gt__ = __le__ = __ge__ = _misuse
-    __int__ = __float__ = __index__ = _misuse
-
-
-# --------------------------------------------------------------------------------------------------
-# The graph
-
-
-@dataclass(eq=False)
-class Node:
-    id: str
-    task: TaskSpec[..., Any]
-    inputs: dict[str, Any]  # may hold promises, also nested in lists/dicts/tuples
-    label: str
-    upstream: tuple[str, ...]
-    # map_task only
-    mapped: tuple[str, ...] = ()  # inputs that are lists to fan out over
-    concurrency: int | None = None
-    min_success_ratio: float = 1.0
-
-    @property
-    def is_map(self) -> bool:
-        return bool(self.mapped)
-
-
-@dataclass(eq=False)
-class Graph:
-    workflow: WorkflowSpec[..., Any]
-    nodes: list[Node]  # in creation order, which is a topological order
-    output: Any  # structure holding promises
-
-    def __iter__(self) -> Iterator[Node]:
-        return iter(self.nodes)
-
-
-class GraphBuilder:
-    def __init__(self, workflow: WorkflowSpec[..., Any]) -> None:
-        self.workflow = workflow
-        self.nodes: list[Node] = []
-        self.stack: list[str] = [workflow.name]  # workflows being inlined, to catch recursion
-
-    def _label(self, name: str) -> str:
-        return "/".join([*(wf.rsplit(".", 1)[-1] for wf in self.stack[1:]), name])
-
-    def add_task(self, spec: TaskSpec[..., Any], inputs: dict[str, Any]) -> Any:
-        node = Node(
-            id=f"n{len(self.nodes) + 1}",
-            task=spec,
-            inputs=inputs,
-            label=self._label(spec.name.rsplit(".", 1)[-1]),
-            upstream=self._upstream(inputs, f"task {spec.name!r}"),
-        )
-        self.nodes.append(node)
-        arity = spec.output_arity
-        what = f"the output of {node.label}"
-        if arity is None:
-            return Promise(self, node.id, None, what)
-        return tuple(Promise(self, node.id, i, f"output {i} of {node.label}") for i in range(arity))
-
-    def add_map(self, mapper: MapTask, inputs: dict[str, Any], mapped: tuple[str, ...]) -> Promise:
-        spec = mapper.task
-        node = Node(
-            id=f"n{len(self.nodes) + 1}",
-            task=spec,
-            inputs=inputs,
-            label=self._label(f"map_{spec.name.rsplit('.', 1)[-1]}"),
-            upstream=self._upstream(inputs, f"map_task({spec.name!r})"),
-            mapped=mapped,
-            concurrency=mapper.concurrency,
-            min_success_ratio=mapper.min_success_ratio,
-        )
-        self.nodes.append(node)
-        return Promise(self, node.id, None, f"the output of {node.label}")
-
-    def _upstream(self, value: Any, where: str) -> tuple[str, ...]:
-        found: dict[str, None] = {}
-        for promise in iter_promises(value):
-            if promise.builder is not self:
-                raise WorkflowDefinitionError(
-                    f"{where} was given {promise.description}, which belongs to another workflow run. "
-                    "Pass values between workflows as inputs and outputs."
-                )
-            if not promise.source.startswith("input:"):
-                found[promise.source] = None
-        return tuple(found)
-
-    @contextmanager
-    def inline(self, name: str) -> Iterator[None]:
-        if name in self.stack:
-            chain = " -> ".join([*self.stack, name])
-            raise WorkflowDefinitionError(f"workflow cycle: {chain}. A workflow cannot call itself.")
-        self.stack.append(name)
-        try:
-            yield
-        finally:
-            self.stack.pop()
-
-
-def iter_promises(value: Any) -> Iterator[Promise]:
-    """Promises inside a value, looking through lists, tuples, sets and dict values."""
-    if isinstance(value, Promise):
-        yield value
-    elif isinstance(value, list | tuple | set | frozenset):
-        for item in value:
-            yield from iter_promises(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from iter_promises(item)
-
-
-# --------------------------------------------------------------------------------------------------
-# @workflow
-
 
 class WorkflowSpec(Generic[P, R]):
-    """A decorated workflow. Calling it runs it (or, inside another workflow, inlines it)."""
+    """A decorated workflow: its inputs and outputs, and the graph its body wires.
+
+    Called inside another workflow body it is inlined into that graph. Outside one, the run
+    module's subclass (what `nf.workflow` returns) runs it.
+    """
 
     def __init__(self, fn: Callable[P, R], name: str | None = None) -> None:
-        from nimflow._task import default_name
-
         self.fn = fn
         self.name = name or default_name(fn)
         self.signature = inspect.signature(fn)
@@ -198,44 +52,24 @@ class WorkflowSpec(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         builder = current_builder()
-        if builder is not None:
-            with builder.inline(self.name):
-                return self.fn(*args, **kwargs)
-        from nimflow._run import run
+        if builder is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.name} only builds a graph here; run it with nf.run({self.fn.__name__}) "
+                "or decorate it with @nf.workflow."
+            )
+        with builder.inline(self.name):
+            return self.fn(*args, **kwargs)
 
-        bound = self.signature.bind(*args, **kwargs)
-        return run(self, inputs=bound.arguments).outputs  # type: ignore[no-any-return]
-
-    def build(self) -> Graph:
+    def build(self) -> Graph[TaskSpec[..., Any]]:
         """Run the body once with promises for the inputs and return the graph it wires."""
-        builder = GraphBuilder(self)
-        inputs = {
-            name: Promise(builder, f"input:{name}", None, f"workflow input {name!r}")
-            for name in self.signature.parameters
-        }
-        token = _builder.set(builder)
-        try:
-            output = self.fn(**inputs)  # type: ignore[arg-type, call-arg]
-        except RecursionError as exc:
-            raise WorkflowDefinitionError(f"workflow {self.name!r} recurses without end") from exc
-        finally:
-            _builder.reset(token)
-        builder._upstream(output, f"the return value of workflow {self.name!r}")
-        return Graph(workflow=self, nodes=builder.nodes, output=output)
-
-    def run(self, **inputs: Any) -> RunResult:
-        from nimflow._run import run
-
-        return run(self, inputs=inputs)
-
-
-def workflow(fn: Callable[P, R]) -> WorkflowSpec[P, R]:
-    """Make `fn` a workflow. Its body wires tasks together; it runs once, with promises."""
-    return WorkflowSpec(fn)
-
-
-# --------------------------------------------------------------------------------------------------
-# map_task
+        builder: GraphBuilder[TaskSpec[..., Any]] = GraphBuilder(self.name)
+        inputs = builder.inputs(list(self.signature.parameters))
+        with building(builder):
+            try:
+                output = self.fn(**inputs)  # type: ignore[arg-type, call-arg]
+            except RecursionError as exc:
+                raise WorkflowDefinitionError(f"workflow {self.name!r} recurses without end") from exc
+        return builder.graph(output)
 
 
 @dataclass(eq=False)
@@ -248,22 +82,21 @@ class MapTask:
     min_success_ratio: float = 1.0
 
     def __call__(self, **mapped_inputs: Any) -> list[Any]:
+        name = self.task.name
         if not mapped_inputs:
             raise WorkflowDefinitionError(
-                f"map_task({self.task.name!r}) needs the lists to map over as keyword arguments, "
+                f"map_task({name!r}) needs the lists to map over as keyword arguments, "
                 "e.g. map_task(t)(items=xs)."
             )
         params = self.task.signature.parameters
-        unknown = [name for name in [*mapped_inputs, *self.fixed] if name not in params]
+        unknown = [n for n in [*mapped_inputs, *self.fixed] if n not in params]
         if unknown:
             raise WorkflowDefinitionError(
-                f"map_task({self.task.name!r}): {unknown} are not inputs of the task (inputs: {list(params)})."
+                f"map_task({name!r}): {unknown} are not inputs of the task (inputs: {list(params)})."
             )
         both = set(mapped_inputs) & set(self.fixed)
         if both:
-            raise WorkflowDefinitionError(
-                f"map_task({self.task.name!r}): {sorted(both)} are both mapped and fixed."
-            )
+            raise WorkflowDefinitionError(f"map_task({name!r}): {sorted(both)} are both mapped and fixed.")
         missing = [
             n
             for n, p in params.items()
@@ -271,21 +104,18 @@ class MapTask:
         ]
         if missing:
             raise WorkflowDefinitionError(
-                f"map_task({self.task.name!r}): no value for {missing}; map over them or fix them with functools.partial."
+                f"map_task({name!r}): no value for {missing}; map over them or fix them with functools.partial."
             )
+        inputs = {**self.fixed, **mapped_inputs}
         builder = current_builder()
         if builder is None:  # outside a workflow: a plain loop, like calling a task directly
-            lists = {name: list(values) for name, values in mapped_inputs.items()}
-            lengths = {len(v) for v in lists.values()}
-            if len(lengths) > 1:
-                raise WorkflowDefinitionError(
-                    f"map_task({self.task.name!r}): mapped lists differ in length: {lengths}"
-                )
-            count = lengths.pop()
-            return [self.task.fn(**self.fixed, **{n: v[i] for n, v in lists.items()}) for i in range(count)]
-        inputs = dict(self.fixed)
-        inputs.update(mapped_inputs)
-        return builder.add_map(self, inputs, tuple(mapped_inputs))  # type: ignore[return-value]
+            return [
+                self.task.fn(**kwargs)
+                for kwargs in map_items(f"map_task({name!r})", inputs, list(mapped_inputs))
+            ]
+        return builder.add_map(  # type: ignore[return-value]
+            self.task, inputs, tuple(mapped_inputs), self.concurrency, self.min_success_ratio
+        )
 
 
 def map_task(
@@ -298,8 +128,6 @@ def map_task(
     `concurrency` caps items in flight; with `min_success_ratio` below 1, failed items become
     None and the run lists them with their errors instead of failing.
     """
-    from nimflow._task import TaskSpec
-
     fixed: dict[str, Any] = {}
     spec: Any = target
     if isinstance(target, functools.partial):

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar, Unpack, overload
 
 from nimflow._exceptions import UserInputError
+from nimflow._task import TaskOptions, TaskSpec, task
 from nimflow.actors.servers import ServerSpec
-
-if TYPE_CHECKING:
-    from nimflow._task import TaskSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -64,27 +62,15 @@ class ActorEnvironment:
 
     @overload
     def task(
-        self,
-        fn: None = None,
-        /,
-        *,
-        name: str | None = None,
-        cache: bool = False,
-        cache_version: str = "0",
-        cache_ignore: Iterable[str] = (),
-        retries: int = 0,
-        timeout: float | None = None,
+        self, fn: None = None, /, **options: Unpack[TaskOptions]
     ) -> Callable[[Callable[P, R]], TaskSpec[P, R]]: ...
 
     def task(
-        self, fn: Callable[P, R] | None = None, /, **task_kwargs: Any
+        self, fn: Callable[P, R] | None = None, /, **options: Unpack[TaskOptions]
     ) -> TaskSpec[P, R] | Callable[[Callable[P, R]], TaskSpec[P, R]]:
         """Like `nf.task`, for tasks that call this actor's server through `nf.current_actor()`."""
-        from nimflow._task import task
-
-        if fn is not None:
-            return task(actor=self, **task_kwargs)(fn)
-        return task(actor=self, **task_kwargs)
+        decorate: Callable[[Callable[P, R]], TaskSpec[P, R]] = task(actor=self, **options)
+        return decorate(fn) if fn is not None else decorate
 
     def __repr__(self) -> str:
         return (

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -19,6 +19,7 @@ import anyio
 import httpx
 
 from nimflow._exceptions import ActorError, UserInputError
+from nimflow._resources import ActorRef
 from nimflow._store import ActorReplica, Store
 from nimflow.actors.display import ProgressDisplay
 from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT, ActorEnvironment
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from nimflow.llm.context import ActorContext
+    from nimflow.llm.usage import Usage
 
 __all__ = ["ActorSession", "parse_server_override"]
 
@@ -111,9 +113,13 @@ class ActorSession:
         override = self._overrides.get(env.name)
         return env.server if override is None else apply_override(override, env.server)
 
-    def identity(self, env: ActorEnvironment) -> str:
-        """What serves this actor, for cache keys; starts nothing."""
-        return self._actor(env).spec.identity()
+    async def identity(self, actor: ActorRef) -> str:
+        """What serves this actor, for cache keys; starts nothing (ResourceSession)."""
+        return self._actor(_env(actor)).spec.identity()
+
+    async def acquire(self, actor: ActorRef) -> _ActorResources:
+        """The actor's replicas, started or adopted once per run (ResourceSession)."""
+        return _ActorResources(await self.context_for(_env(actor)))
 
     def served_by(self) -> dict[str, str]:
         return {name: self._describe(actor) for name, actor in self._actors.items()}
@@ -415,6 +421,28 @@ class ActorSession:
         if actor.override:
             text += f" [--server {actor.env.name}={actor.override}]"
         return text
+
+
+def _env(actor: ActorRef) -> ActorEnvironment:
+    if not isinstance(actor, ActorEnvironment):
+        raise UserInputError(f"actor {actor.name!r} is not an nf.ActorEnvironment; only those are served.")
+    return actor
+
+
+@dataclass(frozen=True)
+class _ActorResources:
+    """An acquired actor for the runner (TaskResources): each try of a task runs in its scope."""
+
+    context: ActorContext
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[Usage]:
+        """`nf.current_actor()` answers inside, and the model calls made are metered."""
+        from nimflow.llm.context import use_actor
+        from nimflow.llm.usage import meter
+
+        with use_actor(self.context), meter() as usage:
+            yield usage
 
 
 def _ensure_janitor(db_url: str) -> None:

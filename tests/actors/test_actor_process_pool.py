@@ -176,7 +176,7 @@ def test_fake_override_serves_a_nim_actor_for_one_run() -> None:
     env = ActorEnvironment("nim-actor", nim, ttl_seconds=900)
 
     async def use(session: ActorSession) -> tuple[str, str, str]:
-        assert session.identity(env) == "fake:meta/llama3-8b-instruct:"
+        assert await session.identity(env) == "fake:meta/llama3-8b-instruct:"
         answer, ctx = await ask(session, env)
         return answer, ctx.model, session.served_by()["nim-actor"]
 
@@ -197,7 +197,7 @@ def test_endpoint_override_and_identity_without_starting_anything() -> None:
         overrides = {"nim-actor": f"endpoint:{fake.base_url}"}
 
         async def use(session: ActorSession) -> tuple[str, str]:
-            identity = session.identity(env)
+            identity = await session.identity(env)
             assert rows() == []  # identity started nothing
             answer, _ = await ask(session, env)
             return identity, answer

@@ -5,7 +5,7 @@ import threading
 import pytest
 
 import nimflow as nf
-from nimflow._workflow import Graph
+from nimflow._graph import Graph
 
 
 @nf.task

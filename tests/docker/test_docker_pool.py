@@ -71,7 +71,7 @@ def test_start_health_and_a_real_completion(docker_client: Any, fake_image: str,
     env = ActorEnvironment(actor_name, nim(fake_image), ttl_seconds=0)
 
     async def use(session: ActorSession) -> tuple[str, str, dict[str, str]]:
-        assert session.identity(env) == f"nim:{fake_image}:{MODEL}:"
+        assert await session.identity(env) == f"nim:{fake_image}:{MODEL}:"
         ctx = await session.context_for(env)
         reply = await ctx.client.chat.completions.create(
             model=ctx.model, messages=[{"role": "user", "content": "The sky is blue. Grass is green."}]

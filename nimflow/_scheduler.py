@@ -1,0 +1,236 @@
+"""Runs a Graph's nodes on an anyio task group: dependencies, map fan-out, concurrency, cancel.
+
+Every node is a task in one task group; it waits for its upstream nodes and runs as soon as they
+are done, so independent nodes run concurrently. A failed node does not cancel its siblings:
+what they finish is cached and kept, and only the nodes downstream of the failure are skipped.
+The scheduler only schedules: the cache component keys, looks up and stores results, the
+recorder writes task-run rows, and `attempt()` makes the tries.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from nimflow._attempt import Call, Outcome, attempt, settled, try_sync
+from nimflow._exceptions import UserInputError
+from nimflow._graph import Graph, Node, Promise, map_items
+from nimflow._recorder import ItemFailure, NodeState, Recorder
+from nimflow._resources import ResourceSession, TaskResources
+from nimflow._result_cache import ResultCache, encoder
+from nimflow._status import Status
+from nimflow._store import Store
+from nimflow._task import TaskSpec
+
+__all__ = ["Scheduler"]
+
+DEFAULT_ASYNC_CONCURRENCY = 256
+DEFAULT_THREADS = 16
+# A worker thread runs the first tries of sync map items back to back for up to this long before
+# handing back to the event loop: fast sync tasks then cost one thread hop per slice, not per item.
+SYNC_SLICE_SECONDS = 0.02
+
+TaskNode = Node[TaskSpec[..., Any]]
+_FREED: dict[str, Any] = {}  # what a finished call's inputs are replaced with (never written to)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        graph: Graph[TaskSpec[..., Any]],
+        run_id: str,
+        store: Store,
+        inputs: dict[str, Any],
+        read_cache: bool = True,
+        resources: ResourceSession | None = None,
+    ) -> None:
+        for node in graph:
+            if node.task.actor is not None and resources is None:
+                raise UserInputError(
+                    f"task {node.task.name} needs actor {node.task.actor.name!r}, but nothing serves "
+                    "actors here: run the workflow with nf.run, which acquires them."
+                )
+        self.graph = graph
+        self.inputs = inputs
+        self._resources = resources
+        self.recorder = Recorder(run_id, store, graph.nodes)
+        self.cache = ResultCache(store, run_id, read=read_cache, resources=resources)
+        self._values: dict[str, Any] = {}
+        self._events = {node.id: anyio.Event() for node in graph}
+        self._threads = anyio.CapacityLimiter(DEFAULT_THREADS)
+
+    @property
+    def states(self) -> dict[str, NodeState]:
+        return self.recorder.states
+
+    @property
+    def failures(self) -> list[ItemFailure]:
+        return self.recorder.failures
+
+    # -- the graph ----------------------------------------------------------------------------
+
+    async def execute(self) -> Any:
+        async with anyio.create_task_group() as tg:
+            for node in self.graph:
+                tg.start_soon(self._run_node, node)
+        if any(state.status is not Status.SUCCEEDED for state in self.states.values()):
+            return None
+        return self._resolve(self.graph.output)
+
+    def _resolve(self, value: Any) -> Any:
+        if isinstance(value, Promise):
+            if value.source.startswith("input:"):
+                result = self.inputs[value.source[len("input:") :]]
+            else:
+                result = self._values[value.source]
+            return result if value.index is None else result[value.index]
+        if isinstance(value, list):
+            return [self._resolve(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._resolve(v) for v in value)
+        if isinstance(value, dict):
+            return {k: self._resolve(v) for k, v in value.items()}
+        return value
+
+    async def _run_node(self, node: TaskNode) -> None:
+        recorder = self.recorder
+        try:
+            for upstream in node.upstream:
+                await self._events[upstream].wait()
+            blocked = [u for u in node.upstream if self.states[u].status is not Status.SUCCEEDED]
+            if blocked:
+                recorder.node_skipped(node, blocked)
+                return
+            recorder.node_started(node)
+            try:
+                if node.is_map:
+                    await self._run_map(node)
+                else:
+                    await self._run_single(node)
+            except Exception as exc:
+                # A bad map input, an actor that cannot start: the node fails, its siblings go on.
+                recorder.node_failed(node, exc)
+        except anyio.get_cancelled_exc_class():
+            recorder.node_cancelled(node)
+            raise
+        finally:
+            self._events[node.id].set()
+
+    async def _run_single(self, node: TaskNode) -> None:
+        kwargs = self._resolve(node.inputs)
+        [outcome], keys, hits = await self._run_calls(node, [kwargs])
+        key = keys[0] if keys else None
+        if outcome.ok:
+            self._values[node.id] = outcome.value
+        self.recorder.single_done(node, outcome, key, cache_hit=bool(hits))
+
+    async def _run_map(self, node: TaskNode) -> None:
+        calls = map_items(node.label, self._resolve(node.inputs), node.mapped)
+        self.states[node.id].total = len(calls)
+        outcomes, _, _ = await self._run_calls(node, calls)
+        self._values[node.id] = [o.value if o.ok else None for o in outcomes]
+        self.recorder.map_done(node, outcomes)
+
+    # -- calls: cache lookup, then execution ---------------------------------------------------
+
+    async def _run_calls(
+        self, node: TaskNode, calls: list[dict[str, Any]]
+    ) -> tuple[list[Outcome], list[str] | None, int]:
+        """Runs the node's calls (one per map item), replaying cache hits; returns the outcomes in
+        call order, the cache keys (None for an uncached task) and the number of hits."""
+        spec, recorder, cache = node.task, self.recorder, self.cache
+        item_of: Callable[[int], int | None] = (lambda i: i) if node.is_map else (lambda i: None)
+        outcomes: list[Outcome | None] = [None] * len(calls)
+        keys = await cache.keys(node, calls)
+        hits = await cache.lookup(keys) if keys else {}
+        pending: list[int] = []
+        for position in range(len(calls)):
+            entry = hits.get(keys[position]) if keys else None
+            if entry is None:
+                pending.append(position)
+                continue
+            now = time.time()
+            outcome = Outcome(ok=True, value=cache.replay(spec, entry), started_at=now, ended_at=now)
+            outcomes[position] = outcome
+            recorder.item_done(node, item_of(position), outcome, keys[position] if keys else None, True)
+            calls[position] = _FREED
+        hit_count = len(calls) - len(pending)
+        if pending:
+            # A server that cannot be had fails the node once, with its own clear message.
+            resources = await self._acquire(spec)
+            encode = encoder(spec)
+            queue = iter(pending)
+            lock = threading.Lock()
+
+            def next_call() -> tuple[int, Call] | None:
+                with lock:  # sync slices take calls from worker threads
+                    position = next(queue, None)
+                if position is None:
+                    return None
+                return position, Call(spec, calls[position], resources, encode)
+
+            def finished(position: int, outcome: Outcome) -> None:
+                outcomes[position] = outcome
+                key = keys[position] if keys else None
+                if outcome.output_json is not None and key is not None:
+                    cache.save(spec, key, outcome.output_json)
+                recorder.item_done(node, item_of(position), outcome, key, False)
+                if node.is_map:
+                    # Only the value lives on until the map ends: a big map must not hold every
+                    # item's inputs, JSON copy and traceback (those are in the database now).
+                    calls[position] = _FREED
+                    outcome.output_json = outcome.usage = outcome.error = None
+
+            concurrency = node.concurrency or (
+                DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS
+            )
+            worker = self._async_worker if spec.is_async or spec.timeout is not None else self._sync_worker
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(concurrency, len(pending))):
+                    tg.start_soon(worker, next_call, finished)
+        return [o if o is not None else Outcome() for o in outcomes], keys, hit_count
+
+    async def _acquire(self, spec: TaskSpec[..., Any]) -> TaskResources | None:
+        if spec.actor is None or self._resources is None:
+            return None
+        return await self._resources.acquire(spec.actor)
+
+    async def _async_worker(
+        self,
+        next_call: Callable[[], tuple[int, Call] | None],
+        finished: Callable[[int, Outcome], None],
+    ) -> None:
+        while (taken := next_call()) is not None:
+            position, call = taken
+            finished(position, await attempt(call, limiter=self._threads))
+
+    async def _sync_worker(
+        self,
+        next_call: Callable[[], tuple[int, Call] | None],
+        finished: Callable[[int, Outcome], None],
+    ) -> None:
+        while True:
+            done = await anyio.to_thread.run_sync(_sync_slice, next_call, limiter=self._threads)
+            if not done:
+                return
+            for position, call, outcome in done:
+                if not settled(call, outcome):  # a failed first try with retries left
+                    outcome = await attempt(call, outcome, limiter=self._threads)
+                finished(position, outcome)
+
+
+def _sync_slice(next_call: Callable[[], tuple[int, Call] | None]) -> list[tuple[int, Call, Outcome]]:
+    """First tries of sync calls, back to back in this worker thread until the slice is used up."""
+    done: list[tuple[int, Call, Outcome]] = []
+    deadline = time.perf_counter() + SYNC_SLICE_SECONDS
+    while time.perf_counter() < deadline and (taken := next_call()) is not None:
+        position, call = taken
+        outcome = try_sync(call, Outcome(attempts=1))
+        outcome.ended_at = time.time()
+        done.append((position, call, outcome))
+    return done
