@@ -222,11 +222,17 @@ class _Writer:
     # Back-pressure: when rows come faster than the database takes them, producers wait here
     # instead of the backlog (and the process's memory) growing with every finished item.
     _MAX_QUEUED = 20_000
+    # A batch gathers for this long after its first row. Committing each row as it comes costs a
+    # transaction per item, and under a busy event loop every transaction waits for the GIL several
+    # times: the writer then fell seconds behind. One transaction per window keeps up at any rate
+    # and bounds the commit lag by the window plus one commit.
+    _WINDOW = 0.02
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=self._MAX_QUEUED)
         self._error: BaseException | None = None
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nimflow-db-writer", daemon=True)
         self._thread.start()
 
@@ -243,6 +249,7 @@ class _Writer:
         """Block until everything queued so far is committed; re-raise a failed write."""
         done = threading.Event()
         self._queue.put(("barrier", done))
+        self._wake.set()
         done.wait()
         if self._error is not None:
             error, self._error = self._error, None
@@ -256,6 +263,9 @@ class _Writer:
     def _loop(self) -> None:
         while True:
             ops = [self._queue.get()]
+            if ops[0][0] not in ("barrier", "stop"):
+                self._wake.wait(self._WINDOW)
+                self._wake.clear()
             while len(ops) < self._MAX_BATCH:
                 try:
                     ops.append(self._queue.get_nowait())
