@@ -25,16 +25,16 @@ def masked(url: str | URL) -> str:
     """The URL with its password hidden (never print a URL any other way)."""
     try:
         parsed = url if isinstance(url, URL) else make_url(url)
-    except Exception:  # not a URL at all: show only its scheme-ish head, which holds no secret
+    except Exception:  # not a URL SQLAlchemy reads: show only its scheme, which holds no secret
         text = str(url)
-        return text.split("://", 1)[0] + "://..." if "://" in text else "<unparsable>"
+        return text.split("://", 1)[0] + "://..." if "://" in text else repr(text) if "@" not in text else "..."
     return parsed.render_as_string(hide_password=True)
 
 
 def parse(url: str) -> URL:
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         raise StorageError(
             f"NIMFLOW_DB_URL={masked(url)} is not a database URL. Use a SQLAlchemy URL such as "
             "sqlite:////path/nimflow.db or postgresql+psycopg://user:password@host/db, or unset it."
