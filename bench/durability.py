@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 
 from nimflow.testing import FakeServerProcess, spawn  # noqa: E402
 
-PIPELINE = '''
+PIPELINE = """
 import nimflow as nf
 
 llm = nf.ActorEnvironment(
@@ -55,7 +55,7 @@ def numbers(n: int) -> list[int]:
 @nf.workflow
 def big(n: int = 2000) -> list[str]:
     return nf.map_task(answer, concurrency=64)(x=numbers(n=n))
-'''
+"""
 
 
 def answered(fake: FakeServerProcess) -> set[int]:
@@ -146,7 +146,9 @@ def measure_kill(pipeline: Path, fake: FakeServerProcess, n: int, after: float) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--latency-ms", type=float, default=20)
     parser.add_argument("--lag-rounds", type=int, default=3)

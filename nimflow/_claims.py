@@ -34,12 +34,16 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
     taken: set[str] = set()
     for chunk in _chunks(keys):
         now = time.time()
-        stmt = insert(_table).values([
-            {"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk
-        ])
+        stmt = insert(_table).values(
+            [{"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk]
+        )
         upsert = stmt.on_conflict_do_update(
             index_elements=[_table.c.key],
-            set_={"owner": owner, "expires_at": stmt.excluded.expires_at, "claimed_at": stmt.excluded.claimed_at},
+            set_={
+                "owner": owner,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
             where=or_(_table.c.expires_at < now, _table.c.owner == owner),
         ).returning(_table.c.key)
         with engine.begin() as conn:

@@ -27,7 +27,9 @@ def masked(url: str | URL) -> str:
         parsed = url if isinstance(url, URL) else make_url(url)
     except Exception:  # not a URL SQLAlchemy reads: show only its scheme, which holds no secret
         text = str(url)
-        return text.split("://", 1)[0] + "://..." if "://" in text else repr(text) if "@" not in text else "..."
+        return (
+            text.split("://", 1)[0] + "://..." if "://" in text else repr(text) if "@" not in text else "..."
+        )
     return parsed.render_as_string(hide_password=True)
 
 

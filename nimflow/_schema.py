@@ -51,9 +51,7 @@ def create_missing_tables(conn: Connection) -> None:
 
 def _missing_tables(conn: Connection) -> list[Any]:
     existing = set(inspect(conn).get_table_names())
-    return [
-        t for t in SQLModel.metadata.sorted_tables if t.name not in OWN_TABLES and t.name not in existing
-    ]
+    return [t for t in SQLModel.metadata.sorted_tables if t.name not in OWN_TABLES and t.name not in existing]
 
 
 def _upgrade(conn: Connection) -> None:

@@ -44,6 +44,7 @@ def store_url(request: pytest.FixtureRequest, nimflow_home: Path, monkeypatch: p
     """The database URL of this test, set as NIMFLOW_DB_URL for it and the processes it starts:
     the default SQLite file in NIMFLOW_HOME, or a fresh database on the session's PostgreSQL."""
     if request.param == "sqlite":
+        nimflow_home.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{nimflow_home / 'nimflow.db'}"
     url: str = request.getfixturevalue("postgres_server").new_database()
     monkeypatch.setenv("NIMFLOW_DB_URL", url)

@@ -95,7 +95,15 @@ def test_kill_9_loses_only_items_in_flight_or_in_the_commit_window(
 ) -> None:
     pipeline = tmp_path / "big.py"
     pipeline.write_text(PIPELINE)
-    command = [sys.executable, "-m", "nimflow", "run", str(pipeline), "--server", f"llm=endpoint:{fake.base_url}"]
+    command = [
+        sys.executable,
+        "-m",
+        "nimflow",
+        "run",
+        str(pipeline),
+        "--server",
+        f"llm=endpoint:{fake.base_url}",
+    ]
     stored: set[int] = set()
     # Killed three times at different depths of the map, each rerun resuming the previous one.
     for answers in (250, 500, 500):
