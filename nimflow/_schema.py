@@ -55,12 +55,21 @@ def _missing_tables(conn: Connection) -> list[Any]:
 
 
 def _upgrade(conn: Connection) -> None:
-    from alembic import command
-    from alembic.config import Config
-
     revision = current_revision(conn)
     if revision == HEAD:
         return
+    if revision is None and not inspect(conn).has_table("run"):
+        # A fresh database: the declared tables are HEAD's schema (a test holds them equal), and
+        # create_all + stamp is much cheaper than importing Alembic and replaying every revision.
+        own = [t for t in SQLModel.metadata.sorted_tables if t.name in OWN_TABLES]
+        SQLModel.metadata.create_all(conn, tables=own)
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)"))
+        conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD})
+        conn.commit()
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(_MIGRATIONS))
     config.attributes["connection"] = conn

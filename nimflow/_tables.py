@@ -48,8 +48,9 @@ class TaskRun(SQLModel, table=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     # Who ran (or recorded) the item; filled on insert, so every writer of task runs gets it.
-    host: str | None = Field(default=None, sa_column_kwargs={"default": socket.gethostname})
-    pid: int | None = Field(default=None, sa_column_kwargs={"default": os.getpid})
+    # Constants, not callables: a callable default costs a Python call per row of every batch.
+    host: str | None = Field(default=None, sa_column_kwargs={"default": socket.gethostname()})
+    pid: int | None = Field(default=None, sa_column_kwargs={"default": os.getpid()})
 
 
 class CacheEntry(SQLModel, table=True):
@@ -94,3 +95,10 @@ class Claim(SQLModel, table=True):
 
 
 OWN_TABLES = frozenset({"run", "taskrun", "cacheentry", "actorreplica", "claim"})
+
+
+def _refresh_pid() -> None:  # a forked child records its own pid
+    TaskRun.__table__.c.pid.default.arg = os.getpid()  # type: ignore[attr-defined]
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
