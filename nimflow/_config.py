@@ -5,11 +5,19 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nimflow._exceptions import StorageError
+
 
 def home() -> Path:
     """The state folder, created on first use. Relative paths are taken from the working directory."""
     path = Path(os.environ.get("NIMFLOW_HOME", ".nimflow")).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(
+            f"NIMFLOW_HOME={path} cannot be created ({exc.strerror}). "
+            "Point NIMFLOW_HOME at a folder you can write."
+        ) from None
     return path
 
 

@@ -1,0 +1,80 @@
+"""Leases on cache keys, so cooperating processes on one database compute each item once.
+
+A claim row says "owner is computing key until expires_at". Taking keys is one atomic statement
+per chunk on SQLite and PostgreSQL alike: INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE the
+existing lease has expired (or is already ours). Rows that conflict with a live lease of another
+owner are left alone; RETURNING says which keys this owner now holds. An owner that dies stops
+renewing, and its leases are taken over once they expire.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from nimflow._tables import Claim
+
+_CHUNK = 500  # keys per statement: a bound on SQL parameters
+_table = Claim.__table__  # type: ignore[attr-defined]
+
+
+def _chunks(keys: Iterable[str]) -> Iterable[list[str]]:
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), _CHUNK):
+        yield unique[start : start + _CHUNK]
+
+
+def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float) -> set[str]:
+    """Take the keys that are unclaimed, expired or already ours; return those `owner` now holds."""
+    insert = pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+    taken: set[str] = set()
+    for chunk in _chunks(keys):
+        now = time.time()
+        stmt = insert(_table).values(
+            [{"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk]
+        )
+        upsert = stmt.on_conflict_do_update(
+            index_elements=[_table.c.key],
+            set_={
+                "owner": owner,
+                "expires_at": stmt.excluded.expires_at,
+                "claimed_at": stmt.excluded.claimed_at,
+            },
+            where=or_(_table.c.expires_at < now, _table.c.owner == owner),
+        ).returning(_table.c.key)
+        with engine.begin() as conn:
+            taken.update(conn.execute(upsert).scalars())
+    return taken
+
+
+def renew(engine: Engine, owner: str, lease_seconds: float) -> int:
+    """Push back the expiry of every lease `owner` holds; how many it holds."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(_table).where(_table.c.owner == owner).values(expires_at=time.time() + lease_seconds)
+        )
+        return int(result.rowcount)
+
+
+def release(engine: Engine, keys: Iterable[str], owner: str) -> None:
+    """Drop `owner`'s leases on `keys` (done or abandoned); others' leases are untouched."""
+    with engine.begin() as conn:
+        for chunk in _chunks(keys):
+            conn.execute(delete(_table).where(_table.c.owner == owner, _table.c.key.in_(chunk)))
+
+
+def claimed_by_others(engine: Engine, keys: Sequence[str], owner: str) -> set[str]:
+    """The keys among `keys` under a live lease of another owner (to wait for, not compute)."""
+    found: set[str] = set()
+    now = time.time()
+    with engine.connect() as conn:
+        for chunk in _chunks(keys):
+            query = select(_table.c.key).where(
+                _table.c.key.in_(chunk), _table.c.owner != owner, _table.c.expires_at >= now
+            )
+            found.update(conn.execute(query).scalars())
+    return found
