@@ -8,7 +8,7 @@ import httpx2
 import openai
 
 from nimflow.llm.context import ActorContext
-from nimflow.llm.retry import DEFAULT_POLICY, RetryPolicy
+from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
 from nimflow.llm.router import Router
 from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
 
@@ -46,10 +46,10 @@ def build_actor_context(
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
-        max_retries=0,  # retries live in the transport (retry.py)
+        max_retries=0,  # retries live in the transport (retry.py), around the routing
         timeout=http_timeout,
         http_client=httpx2.AsyncClient(
-            transport=AsyncRoutingTransport(router, base_url, policy=retry_policy),
+            transport=AsyncRetryTransport(AsyncRoutingTransport(router, base_url), retry_policy),
             timeout=http_timeout,
             trust_env=False,
         ),
@@ -60,7 +60,7 @@ def build_actor_context(
         max_retries=0,
         timeout=http_timeout,
         http_client=httpx2.Client(
-            transport=SyncRoutingTransport(router, base_url, policy=retry_policy),
+            transport=SyncRetryTransport(SyncRoutingTransport(router, base_url), retry_policy),
             timeout=http_timeout,
             trust_env=False,
         ),

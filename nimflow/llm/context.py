@@ -60,10 +60,6 @@ def current_actor() -> ActorContext:
     return ctx
 
 
-def try_current_actor() -> ActorContext | None:
-    return _current.get()
-
-
 @contextmanager
 def use_actor(ctx: ActorContext) -> Iterator[None]:
     """Make `ctx` the current actor inside the block (and in threads started from it with anyio)."""

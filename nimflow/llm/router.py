@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
+from nimflow._exceptions import ActorConfigError
+
 __all__ = ["Replica", "Router"]
 
 log = logging.getLogger("nimflow.llm")
@@ -87,16 +89,17 @@ class Router:
         *,
         max_in_flight: int,
         on_replica_down: OnReplicaDown | None = None,
-        on_url_change: Callable[[Replica], None] | None = None,
     ) -> None:
         if not urls:
-            raise ValueError("at least one replica URL is needed")
+            raise ActorConfigError("an actor needs at least one replica URL; pass its server's base URL.")
         if max_in_flight < 1:
-            raise ValueError("max_in_flight_per_replica must be at least 1")
+            raise ActorConfigError(
+                f"max_in_flight_per_replica is {max_in_flight}; it must be at least 1 "
+                "(set the actor's max_concurrency to 1 or more, or leave it unset)."
+            )
         self.replicas = [Replica(i, u) for i, u in enumerate(urls)]
         self.max_in_flight = max_in_flight
         self._on_down = on_replica_down
-        self._on_url_change = on_url_change
         self._lock = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
         self._rr = 0  # rotates ties so light load spreads over replicas
@@ -234,8 +237,6 @@ class Router:
             self._wake()
         if new_url:
             log.info("replica %s is back at %s", url, replica.url)
-            if self._on_url_change is not None:
-                self._on_url_change(replica)
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -11,9 +11,11 @@ import openai
 import pytest
 from miniserver import MiniServer, wait_until
 
-from nimflow.llm import RetryPolicy, build_actor_context, close_actor_context, meter
+from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.context import ActorContext
+from nimflow.llm.retry import RetryPolicy
 from nimflow.llm.router import Replica
+from nimflow.llm.usage import meter
 
 FAST = RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.05)
 

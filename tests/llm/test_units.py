@@ -11,11 +11,11 @@ import httpx2
 import pytest
 
 from nimflow._exceptions import NimflowError
-from nimflow.llm import current_actor, meter, should_retry, use_actor
+from nimflow.llm import current_actor, use_actor
 from nimflow.llm.client import build_actor_context
-from nimflow.llm.retry import parse_retry_after
+from nimflow.llm.retry import parse_retry_after, should_retry
 from nimflow.llm.router import Router
-from nimflow.llm.usage import current_usage, parse_usage
+from nimflow.llm.usage import current_usage, meter, parse_usage
 
 
 def test_parse_usage_reads_the_last_usage_key() -> None:
