@@ -6,8 +6,6 @@ message needs (for a 404, the models the server offers: one quick request) and l
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any, cast
 
 import openai
@@ -15,16 +13,10 @@ from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from nimflow._exceptions import ModelCallError
 from nimflow.llm import errors
-from nimflow.llm.context import ActorContext
-from nimflow.llm.usage import current_usage
+from nimflow.llm.context import ActorContext, call_item
 
 __all__ = ["complete", "explain"]
 
-log = logging.getLogger("nimflow.llm")
-
-# A 200 whose body is not valid JSON (a proxy's HTML, a cut-off body) is worth another try, but the
-# transport cannot see that without parsing every body; it is caught here, a few times at most.
-_MALFORMED_ATTEMPTS = 3
 
 
 async def available_models(ctx: ActorContext) -> list[str] | None:
@@ -45,8 +37,10 @@ async def explain(
 ) -> BaseException:
     """A clear ModelCallError for what `ctx.client` raised; `exc` itself if it is no model error."""
     urls = ", ".join(ctx.replica_urls)
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ModelCallError):
+        return exc.__cause__  # explained by the transport (errors.TransportFailures)
     if isinstance(exc, openai.APITimeoutError):
-        return errors.timed_out(item_id, ctx.name, urls)
+        return errors.timed_out(item_id, ctx.name, urls, None)
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = str(cause) if cause is not None and str(cause) else "connection failed"
@@ -75,26 +69,15 @@ async def complete(
 ) -> ChatCompletion:
     """One chat completion; openai errors become nimflow errors naming the item."""
     model = model or ctx.model
-    for attempt in range(1, _MALFORMED_ATTEMPTS + 1):
-        try:
-            result: ChatCompletion = await ctx.client.chat.completions.create(
-                model=model,
-                messages=cast("list[ChatCompletionMessageParam]", messages),
-                **params,
-            )
-            return result
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-            if attempt == _MALFORMED_ATTEMPTS:
-                raise ModelCallError(
-                    f"{errors.who(item_id)}: the model server of actor {ctx.name!r} sent a malformed response "
-                    f"{_MALFORMED_ATTEMPTS} times in a row ({type(exc).__name__}). Check the server's logs, "
-                    "or whatever proxy sits in front of it.",
-                    item_id=item_id,
-                ) from None
-            usage = current_usage()
-            if usage is not None:
-                usage.add(retries=1)
-            log.debug("retrying %s after a malformed response (attempt %d)", item_id, attempt + 1)
-        except openai.OpenAIError as exc:
-            raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
-    raise AssertionError("unreachable")
+    token = call_item.set(item_id)
+    try:
+        result: ChatCompletion = await ctx.client.chat.completions.create(
+            model=model,
+            messages=cast("list[ChatCompletionMessageParam]", messages),
+            **params,
+        )
+    except openai.OpenAIError as exc:
+        raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
+    finally:
+        call_item.reset(token)
+    return result

@@ -15,7 +15,7 @@ from nimflow._exceptions import NoActorError
 if TYPE_CHECKING:
     from nimflow.llm.router import Router
 
-__all__ = ["ActorContext", "current_actor", "use_actor"]
+__all__ = ["ActorContext", "call_item", "current_actor", "use_actor"]
 
 
 @dataclass
@@ -46,6 +46,10 @@ class ActorContext:
 
 
 _current: ContextVar[ActorContext | None] = ContextVar("nimflow_actor", default=None)
+
+# The item a helper (chat, chat_many, extract, ...) is calling the model for, so that an error the
+# transport raises names it; None for a raw client call.
+call_item: ContextVar[str | None] = ContextVar("nimflow_call_item", default=None)
 
 
 def current_actor() -> ActorContext:

@@ -7,7 +7,9 @@ quoted, so an API key never appears in a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+import httpx2
 import openai
 
 from nimflow._exceptions import (
@@ -15,11 +17,21 @@ from nimflow._exceptions import (
     BadRequestError,
     ContextLengthError,
     EndpointUnreachableError,
+    MalformedResponseError,
     ModelCallError,
     ModelNotServedError,
 )
+from nimflow.llm.context import call_item
 
-__all__ = ["from_status", "server_message", "timed_out", "unreachable", "who"]
+__all__ = [
+    "TransportFailures",
+    "from_status",
+    "malformed",
+    "server_message",
+    "timed_out",
+    "unreachable",
+    "who",
+]
 
 
 _CONTEXT_HINTS = (
@@ -63,11 +75,22 @@ def server_message(exc: openai.APIStatusError) -> str:
     return text.strip()[:500]
 
 
-def timed_out(item_id: str | None, actor: str, urls: str) -> EndpointUnreachableError:
+def timed_out(item_id: str | None, actor: str, urls: str, timeout: float | None) -> EndpointUnreachableError:
+    within = f"within its request timeout of {timeout:g} s, tried twice" if timeout else "in time"
     return EndpointUnreachableError(
-        f"{who(item_id)}: the model server of actor {actor!r} ({urls}) did not answer in time, even after "
-        "retries. Check that it is healthy and not overloaded (`nimflow actors ls`), lower the "
-        "concurrency, or raise the actor's timeout.",
+        f"{who(item_id)}: the model server of actor {actor!r} ({urls}) did not answer {within}. If its "
+        "answers are slow but coming, raise the timeout: nf.ActorEnvironment(..., request_timeout=SECONDS) "
+        f"or `nimflow run --request-timeout {actor}=SECONDS`; otherwise check that the server is healthy "
+        "and not overloaded (`nimflow actors ls`), or lower the concurrency.",
+        item_id=item_id,
+    )
+
+
+def malformed(item_id: str | None, actor: str, detail: str) -> MalformedResponseError:
+    return MalformedResponseError(
+        f"{who(item_id)}: the model server of actor {actor!r} sent a malformed response, a body that is not "
+        f"the JSON asked for, even after retries ({detail}). Check the server's logs, or whatever proxy "
+        "sits in front of it (an HTML page is usually a proxy's error page).",
         item_id=item_id,
     )
 
@@ -139,3 +162,46 @@ def from_status(
         item_id=item_id,
         status_code=status,
     )
+
+
+class TransportFailures:
+    """What a transport error that stood after the retries becomes for whoever made the call.
+
+    A raw client call (`ctx.client`, `ctx.sync_client`) keeps the openai type it would have had
+    (APIConnectionError, APITimeoutError) with this message instead of "Connection error.", and the
+    nimflow error as its cause; the helpers raise that nimflow error. A malformed body is a
+    MalformedResponseError for both (openai has no type for it and lets other exceptions through).
+    """
+
+    def __init__(self, actor: str, urls: Callable[[], list[str]], api_key: str | None, timeout: float) -> None:
+        self._actor = actor
+        self._urls = urls
+        self._api_key = api_key
+        self._timeout = timeout
+
+    def __call__(self, exc: Exception, request: httpx2.Request) -> Exception:
+        item_id = call_item.get()
+        urls = ", ".join(self._urls())
+        if isinstance(exc, httpx2.DecodingError):
+            error: ModelCallError = malformed(item_id, self._actor, redact(str(exc), self._api_key))
+            error.__cause__ = exc
+            return error
+        if isinstance(exc, httpx2.TimeoutException):
+            timeout = None if isinstance(exc, httpx2.PoolTimeout | httpx2.ConnectTimeout) else self._timeout
+            return _as_openai(openai.APITimeoutError, timed_out(item_id, self._actor, urls, timeout), exc, request)
+        if isinstance(exc, httpx2.TransportError):
+            detail = redact(str(exc), self._api_key) or "connection failed"
+            return _as_openai(
+                openai.APIConnectionError, unreachable(item_id, self._actor, urls, detail), exc, request
+            )
+        return exc
+
+
+def _as_openai(
+    kind: type[openai.APIConnectionError], error: ModelCallError, exc: Exception, request: httpx2.Request
+) -> openai.APIConnectionError:
+    wrapped = kind.__new__(kind)
+    openai.APIConnectionError.__init__(wrapped, message=str(error), request=request)
+    error.__cause__ = exc
+    wrapped.__cause__ = error
+    return wrapped

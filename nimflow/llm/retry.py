@@ -26,8 +26,6 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
@@ -51,6 +49,11 @@ class RetryPolicy:
     backoff_max: float = 20.0
     retry_after_max: float = 60.0  # a longer Retry-After is cut to this
     max_elapsed: float = 600.0  # no new attempt after this long in total
+    # Fewer tries for outcomes that cost a lot or rarely change: a request that ran into its timeout
+    # is tried once more (a hung server costs an item about twice the timeout, not six times), a
+    # 200 with a body that is not the JSON asked for a few times.
+    timeout_attempts: int = 2
+    malformed_attempts: int = 3
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -63,10 +66,13 @@ def should_retry_status(status: int) -> bool:
 
 
 def should_retry_exception(exc: BaseException) -> bool:
-    # Timeouts, refused/reset connections and connections dropped before a response. (A refused
+    # Timeouts, refused/reset connections, connections dropped before a response, and a 200 whose
+    # body is not the JSON asked for (the routing transport raises DecodingError for it). A refused
     # connection is first failed over to another replica by the transport; it reaches this layer
-    # only when no replica would take it.)
-    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+    # only when no replica would take it.
+    return isinstance(
+        exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError | httpx2.DecodingError
+    )
 
 
 def should_retry(response: httpx2.Response | None = None, exc: BaseException | None = None) -> bool:
@@ -183,6 +189,33 @@ def _replayable(request: httpx2.Request) -> bool:
     return True
 
 
+class _Stop:
+    """Out of attempts: in all, in time, or for the kind of failure (timeouts, malformed bodies)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._timeouts = 0
+        self._malformed = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        policy = self._policy
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        if (state.seconds_since_start or 0.0) >= policy.max_elapsed:
+            return True
+        outcome = state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        if isinstance(exc, httpx2.TimeoutException):
+            self._timeouts += 1
+            return self._timeouts >= policy.timeout_attempts
+        if isinstance(exc, httpx2.DecodingError):
+            self._malformed += 1
+            return self._malformed >= policy.malformed_attempts
+        return False
+
+
 class _Retries:
     """What the sync and async retry transports share: the policy as tenacity arguments, the meter."""
 
@@ -203,7 +236,7 @@ class _Retries:
     def arguments(self, request: httpx2.Request) -> dict[str, Any]:
         policy = self.policy
         return {
-            "stop": stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_elapsed),
+            "stop": _Stop(policy),
             "wait": self._wait,
             "retry": retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
             "before_sleep": _count_and_log(request, policy),
@@ -232,12 +265,24 @@ def _count(usage: Usage | None, outcome: httpx2.Response | None) -> None:
         usage.add(errors=1)
 
 
-class AsyncRetryTransport(httpx2.AsyncBaseTransport):
-    """Retries what is worth another try of what `inner` answers; counts requests and errors."""
+# What a transport error that stood after retries becomes for the caller (errors.TransportFailures).
+Explain = Callable[[Exception, httpx2.Request], Exception]
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+
+def _keep(exc: Exception, request: httpx2.Request) -> Exception:
+    return exc
+
+
+class AsyncRetryTransport(httpx2.AsyncBaseTransport):
+    """Retries what is worth another try of what `inner` answers; counts requests and errors; a
+    transport error that stands is handed to `explain` for the error the caller sees."""
+
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
+    ) -> None:
         self._inner = inner
         self._retries = _Retries(policy)
+        self._explain = explain
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         usage = current_usage()
@@ -245,6 +290,12 @@ class AsyncRetryTransport(httpx2.AsyncBaseTransport):
             usage.add(requests=1)
         try:
             response = await self._send(request)
+        except Exception as exc:
+            _count(usage, None)
+            failure = self._explain(exc, request)
+            if failure is exc:
+                raise
+            raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
         except BaseException:
             _count(usage, None)
             raise
@@ -278,9 +329,12 @@ class AsyncRetryTransport(httpx2.AsyncBaseTransport):
 class SyncRetryTransport(httpx2.BaseTransport):
     """The same retries for the sync client (worker threads)."""
 
-    def __init__(self, inner: httpx2.BaseTransport, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+    def __init__(
+        self, inner: httpx2.BaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
+    ) -> None:
         self._inner = inner
         self._retries = _Retries(policy)
+        self._explain = explain
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         usage = current_usage()
@@ -288,6 +342,12 @@ class SyncRetryTransport(httpx2.BaseTransport):
             usage.add(requests=1)
         try:
             response = self._send(request)
+        except Exception as exc:
+            _count(usage, None)
+            failure = self._explain(exc, request)
+            if failure is exc:
+                raise
+            raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
         except BaseException:
             _count(usage, None)
             raise

@@ -17,11 +17,14 @@ bodies are passed through and free their slot when closed.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import httpx2
+import orjson
 
 from nimflow.llm.router import Replica, Router
 from nimflow.llm.usage import Usage, current_usage, parse_usage
@@ -70,13 +73,31 @@ def record_tokens(usage: Usage | None, body: bytes) -> None:
 class _Send:
     """One request's walk over the replicas: its routed form, the replicas that refused it, its slot."""
 
-    __slots__ = ("content", "headers", "last", "pool_timeout", "request", "routing", "tried", "usage")
+    __slots__ = (
+        "content",
+        "expects_json",
+        "headers",
+        "last",
+        "pool_timeout",
+        "request",
+        "routing",
+        "tried",
+        "usage",
+    )
 
     def __init__(self, routing: _Routing, request: httpx2.Request) -> None:
         self.routing = routing
         self.request = request
-        self.headers = [(k, v) for k, v in request.headers.multi_items() if k not in _DROP]
-        self.headers.append(_IDENTITY)
+        headers: list[tuple[str, str]] = []
+        self.expects_json = False
+        for k, v in request.headers.multi_items():
+            if k in _DROP:
+                continue
+            if k == "accept":
+                self.expects_json = "json" in v
+            headers.append((k, v))
+        headers.append(_IDENTITY)
+        self.headers = headers
         self.content = request.content
         timeout = request.extensions.get("timeout") or {}
         self.pool_timeout: float | None = timeout.get("pool")
@@ -107,11 +128,55 @@ class _Send:
         if not replica.up:
             self.routing.router.mark_up(replica)
 
-    def response(self, status: int, headers: Any, data: bytes) -> httpx2.Response:
-        """The answer to hand up, its body read (and its tokens counted when it succeeded)."""
-        if status < 300:
+    def response(self, status: int, headers: Any, data: bytes, url: str) -> httpx2.Response:
+        """The answer to hand up, its body read. A success the client expects JSON of is parsed here,
+        once: a body that is not the JSON asked for (a proxy's HTML page, a cut-off body) raises
+        DecodingError for the retry layer, and the SDK gets the parsed value instead of parsing again."""
+        request = self.request
+        if status >= 300:
+            return httpx2.Response(status, headers=headers, content=data, request=request)
+        if not self.expects_json:
             record_tokens(self.usage, data)
-        return httpx2.Response(status, headers=headers, content=data, request=self.request)
+            return httpx2.Response(status, headers=headers, content=data, request=request)
+        parsed = _expected_json(data, request, url)
+        if self.usage is not None:
+            _record_parsed_tokens(self.usage, parsed)
+        return _JSONResponse(parsed, status, headers=headers, content=data, request=request)
+
+
+def _expected_json(data: bytes, request: httpx2.Request, url: str) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        try:  # what orjson refuses and json takes (NaN, integers beyond 64 bits)
+            parsed = json.loads(data)
+        except ValueError:
+            parsed = None
+    if isinstance(parsed, dict) and ("choices" in parsed or not request.url.path.endswith("completions")):
+        return parsed
+    snippet = data[:80].decode("utf-8", "replace")
+    raise httpx2.DecodingError(
+        f"{url} answered 200 with a body that is not a completion's JSON: {snippet!r}", request=request
+    )
+
+
+def _record_parsed_tokens(usage: Usage, body: dict[str, Any]) -> None:
+    tokens = body.get("usage")
+    if isinstance(tokens, dict):
+        prompt, completion = tokens.get("prompt_tokens", 0), tokens.get("completion_tokens", 0)
+        if isinstance(prompt, int) and isinstance(completion, int):
+            usage.add(prompt_tokens=prompt, completion_tokens=completion)
+
+
+class _JSONResponse(httpx2.Response):
+    """A response whose JSON body was parsed by the transport; `json()` hands that value out."""
+
+    def __init__(self, parsed: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._parsed = parsed
+
+    def json(self, **kwargs: Any) -> Any:
+        return self._parsed if not kwargs else super().json(**kwargs)
 
 
 class _Routing:
@@ -123,6 +188,15 @@ class _Routing:
 
     def start(self, request: httpx2.Request) -> _Send:
         return _Send(self, request)
+
+
+def _refused(url: str, exc: BaseException) -> httpx2.ConnectError:
+    """The same words for a connection that failed, whichever client saw it (aiohttp, httpx2)."""
+    seen: BaseException | None = exc
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno):
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    reason = os.strerror(seen.errno).lower() if isinstance(seen, OSError) and seen.errno else str(exc)
+    return httpx2.ConnectError(f"cannot connect to {url}: {reason}")
 
 
 def _pool_timeout(exc: TimeoutError) -> httpx2.PoolTimeout:
@@ -158,7 +232,7 @@ def _map_aiohttp(exc: BaseException, url: str) -> Exception:
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return httpx2.TimeoutException(f"request to {url} timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx2.ConnectError(f"cannot connect to {url}: {exc.os_error}")
+        return _refused(url, exc)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return httpx2.RemoteProtocolError(f"{url} closed the connection without a response")
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
@@ -264,7 +338,7 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         finally:
             resp.release()
             guard.release()
-        return send.response(status, resp.raw_headers, data)
+        return send.response(status, resp.raw_headers, data, url)
 
     async def aclose(self) -> None:
         await self._router.aclose()
@@ -324,7 +398,7 @@ class SyncRoutingTransport(httpx2.BaseTransport):
             try:
                 resp = self._transport(url).handle_request(routed)
             except httpx2.ConnectError as exc:
-                send.refused(replica, url, httpx2.ConnectError(f"cannot connect to {url}: {exc}"))
+                send.refused(replica, url, _refused(url, exc))
                 continue
             except BaseException:
                 self._router.release(replica)
@@ -339,7 +413,7 @@ class SyncRoutingTransport(httpx2.BaseTransport):
             finally:
                 resp.close()
                 guard.release()
-            return send.response(resp.status_code, resp.headers, data)
+            return send.response(resp.status_code, resp.headers, data, url)
 
     def close(self) -> None:
         for t in list(self._transports.values()):

@@ -79,7 +79,7 @@ async def test_each_retryable_fault_is_retried_and_counted(
 @pytest.mark.anyio
 async def test_a_hang_past_the_timeout_is_retried(fakes: Callable[..., FakeServer]) -> None:
     server = fakes(faults="seq:hang,ok;hang_seconds=2")
-    ctx = _ctx([server], timeout=0.3)
+    ctx = _ctx([server], request_timeout=0.3)
     with meter() as usage, anyio.fail_after(10):
         assert await chat("Hello there.", ctx=ctx)
     assert usage.retries == 1

@@ -328,7 +328,7 @@ async def test_timeouts_and_dropped_connections_are_retried(mini: MiniServer) ->
         return {1: 2.0, 2: "drop"}.get(calls["n"])
 
     mini.script = script
-    ctx = _ctx([mini.base_url], timeout=0.3)
+    ctx = _ctx([mini.base_url], request_timeout=0.3)
     with meter() as usage:
         assert await _ask(ctx, "x") == "echo: x"
     assert calls["n"] == 3 and usage.retries == 2

@@ -137,3 +137,21 @@ async def test_router_cancelled_waiter_does_not_leak_a_slot() -> None:
     assert router.replicas[0].in_flight == 0
     with anyio.fail_after(1):
         router.release(await router.acquire())
+
+
+def test_public_surface_is_the_documented_helpers() -> None:
+    import nimflow.llm
+
+    assert sorted(nimflow.llm.__all__) == [
+        "ActorContext",
+        "ChatResult",
+        "ExtractResult",
+        "TokenUsage",
+        "chat",
+        "chat_many",
+        "current_actor",
+        "extract",
+        "extract_many",
+        "response_format_for",
+        "use_actor",
+    ]
