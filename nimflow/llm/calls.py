@@ -12,11 +12,11 @@ import openai
 from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
 
 from nimflow._exceptions import ModelCallError
+from nimflow._redact import remember_secret
 from nimflow.llm import errors
 from nimflow.llm.context import ActorContext, call_item
 
 __all__ = ["complete", "explain"]
-
 
 
 async def available_models(ctx: ActorContext) -> list[str] | None:
@@ -36,6 +36,7 @@ async def explain(
     model: str | None = None,
 ) -> BaseException:
     """A clear ModelCallError for what `ctx.client` raised; `exc` itself if it is no model error."""
+    remember_secret(ctx.client.api_key)  # a context built by hand, around plain clients
     urls = ", ".join(ctx.replica_urls)
     if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ModelCallError):
         return exc.__cause__  # explained by the transport (errors.TransportFailures)
@@ -44,7 +45,7 @@ async def explain(
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__
         detail = str(cause) if cause is not None and str(cause) else "connection failed"
-        return errors.unreachable(item_id, ctx.name, urls, errors.redact(detail, ctx.client.api_key))
+        return errors.unreachable(item_id, ctx.name, urls, detail)
     if not isinstance(exc, openai.APIStatusError):
         return exc
     return errors.from_status(
@@ -53,7 +54,6 @@ async def explain(
         actor=ctx.name,
         urls=urls,
         model=model or ctx.model,
-        api_key=ctx.client.api_key,
         api_key_name=ctx.api_key_name,
         models=await available_models(ctx) if exc.status_code == 404 else None,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx2
 import openai
 
+from nimflow._redact import remember_secret
 from nimflow.llm.context import ActorContext
 from nimflow.llm.errors import TransportFailures
 from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
@@ -41,12 +43,15 @@ def build_actor_context(
     with no answer within `request_timeout` seconds is tried once more, then fails saying how to
     raise it.
     """
-    urls = [u.rstrip("/") for u in replica_urls]
+    urls, userinfo_key = _without_userinfo([u.rstrip("/") for u in replica_urls])
+    api_key = api_key or userinfo_key
     router = Router(urls, max_in_flight=max_in_flight_per_replica, on_replica_down=on_replica_down)
     base_url = urls[0]
     key = api_key or _NO_KEY
+    if api_key:
+        remember_secret(api_key)
     http_timeout = httpx2.Timeout(request_timeout, connect=connect_timeout)
-    failures = TransportFailures(name, lambda: [r.url for r in router.replicas], api_key, request_timeout)
+    failures = TransportFailures(name, lambda: [r.url for r in router.replicas], request_timeout)
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
@@ -79,6 +84,25 @@ def build_actor_context(
         router=router,
         api_key_name=api_key_name,
     )
+
+
+def _without_userinfo(urls: list[str]) -> tuple[list[str], str | None]:
+    """The URLs without `user:password@` (aiohttp refuses it next to the client's Authorization
+    header), and the password (else the user), taken as the API key when none is given."""
+    plain: list[str] = []
+    key: str | None = None
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if "@" not in parts.netloc:
+            plain.append(url)
+            continue
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        secret = urllib.parse.unquote(password or user)
+        remember_secret(secret)
+        key = key or secret
+        plain.append(urllib.parse.urlunsplit(parts._replace(netloc=host)))
+    return plain, key
 
 
 async def close_actor_context(ctx: ActorContext) -> None:

@@ -311,7 +311,12 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
             url = replica.url
             try:
                 resp = await session.request(
-                    request.method, target, headers=send.headers, data=body, allow_redirects=False, timeout=timeout
+                    request.method,
+                    target,
+                    headers=send.headers,
+                    data=body,
+                    allow_redirects=False,
+                    timeout=timeout,
                 )
             except aiohttp.ClientConnectorError as exc:
                 send.refused(replica, url, _map_aiohttp(exc, url))
@@ -393,7 +398,11 @@ class SyncRoutingTransport(httpx2.BaseTransport):
             target = send.target(replica)
             url = replica.url
             routed = httpx2.Request(
-                request.method, target, headers=send.headers, content=send.content, extensions=request.extensions
+                request.method,
+                target,
+                headers=send.headers,
+                content=send.content,
+                extensions=request.extensions,
             )
             try:
                 resp = self._transport(url).handle_request(routed)
