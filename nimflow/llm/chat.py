@@ -69,7 +69,7 @@ async def chat(
         temperature=temperature,
         **params,
     )
-    return resp.choices[0].message.content or "" if resp.choices else ""
+    return resp.content or ""
 
 
 async def chat_many(
@@ -105,17 +105,11 @@ async def chat_many(
             )
         except Exception as exc:
             return ChatResult(id=item_id, text=None, error=str(exc), error_type=type(exc).__name__)
-        choice = resp.choices[0] if resp.choices else None
-        usage = (
-            TokenUsage(resp.usage.prompt_tokens, resp.usage.completion_tokens)
-            if resp.usage is not None
-            else None
-        )
         return ChatResult(
             id=item_id,
-            text=(choice.message.content or "") if choice is not None else "",
-            finish_reason=choice.finish_reason if choice is not None else None,
-            usage=usage,
+            text=resp.content or "",
+            finish_reason=resp.finish_reason,
+            usage=TokenUsage(*resp.usage) if resp.usage is not None else None,
         )
 
     return await fan_out(len(prompts), one, concurrency or ctx.capacity)

@@ -83,12 +83,10 @@ async def extract(
             temperature=temperature,
             response_format=response_format,
         )
-        choice = resp.choices[0] if resp.choices else None
-        content = choice.message.content if choice is not None else None
-        if choice is None or content is None:
-            refusal = choice.message.refusal if choice is not None else None
-            problem = f"the model refused: {refusal}" if refusal else "the answer was empty"
-        elif choice.finish_reason == "length":
+        content = resp.content
+        if content is None:
+            problem = f"the model refused: {resp.refusal}" if resp.refusal else "the answer was empty"
+        elif resp.finish_reason == "length":
             problem = f"the output was cut at max_tokens={budget}"
         else:
             try:
