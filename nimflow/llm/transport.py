@@ -17,17 +17,16 @@ bodies are passed through and free their slot when closed.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import httpx2
-import orjson
 
+from nimflow.llm.bodies import JSONResponse, Tail, expected_json, record_parsed_tokens, record_tokens
 from nimflow.llm.router import Replica, Router
-from nimflow.llm.usage import Usage, current_usage, parse_usage
+from nimflow.llm.usage import current_usage
 
 __all__ = ["AsyncRoutingTransport", "SyncRoutingTransport"]
 
@@ -36,38 +35,6 @@ __all__ = ["AsyncRoutingTransport", "SyncRoutingTransport"]
 _DROP = frozenset({"host", "accept-encoding", "content-length", "transfer-encoding", "connection"})
 _IDENTITY = ("accept-encoding", "identity")
 _SSE = "text/event-stream"
-_TAIL_BYTES = 4096  # enough for the last SSE event, which carries `usage`
-
-
-class _Tail:
-    """The last few KiB of a stream, where the final SSE event carries the token usage."""
-
-    __slots__ = ("_chunks", "_size", "usage")
-
-    def __init__(self, usage: Usage | None) -> None:
-        self.usage = usage
-        self._chunks: list[bytes] = []
-        self._size = 0
-
-    def keep(self, chunk: bytes) -> None:
-        if self.usage is None:
-            return
-        self._chunks.append(chunk)
-        self._size += len(chunk)
-        while self._size - len(self._chunks[0]) >= _TAIL_BYTES:
-            self._size -= len(self._chunks.pop(0))
-
-    def finish(self) -> None:
-        record_tokens(self.usage, b"".join(self._chunks))
-        self.usage = None
-
-
-def record_tokens(usage: Usage | None, body: bytes) -> None:
-    if usage is None:
-        return
-    tokens = parse_usage(body)
-    if tokens is not None:
-        usage.add(prompt_tokens=tokens[0], completion_tokens=tokens[1])
 
 
 class _Send:
@@ -138,45 +105,10 @@ class _Send:
         if not self.expects_json:
             record_tokens(self.usage, data)
             return httpx2.Response(status, headers=headers, content=data, request=request)
-        parsed = _expected_json(data, request, url)
+        parsed = expected_json(data, request, url)
         if self.usage is not None:
-            _record_parsed_tokens(self.usage, parsed)
-        return _JSONResponse(parsed, status, headers=headers, content=data, request=request)
-
-
-def _expected_json(data: bytes, request: httpx2.Request, url: str) -> dict[str, Any]:
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        try:  # what orjson refuses and json takes (NaN, integers beyond 64 bits)
-            parsed = json.loads(data)
-        except ValueError:
-            parsed = None
-    if isinstance(parsed, dict) and ("choices" in parsed or not request.url.path.endswith("completions")):
-        return parsed
-    snippet = data[:80].decode("utf-8", "replace")
-    raise httpx2.DecodingError(
-        f"{url} answered 200 with a body that is not a completion's JSON: {snippet!r}", request=request
-    )
-
-
-def _record_parsed_tokens(usage: Usage, body: dict[str, Any]) -> None:
-    tokens = body.get("usage")
-    if isinstance(tokens, dict):
-        prompt, completion = tokens.get("prompt_tokens", 0), tokens.get("completion_tokens", 0)
-        if isinstance(prompt, int) and isinstance(completion, int):
-            usage.add(prompt_tokens=prompt, completion_tokens=completion)
-
-
-class _JSONResponse(httpx2.Response):
-    """A response whose JSON body was parsed by the transport; `json()` hands that value out."""
-
-    def __init__(self, parsed: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._parsed = parsed
-
-    def json(self, **kwargs: Any) -> Any:
-        return self._parsed if not kwargs else super().json(**kwargs)
+            record_parsed_tokens(self.usage, parsed)
+        return JSONResponse(parsed, status, headers=headers, content=data, request=request)
 
 
 class _Routing:
@@ -245,7 +177,7 @@ def _map_aiohttp(exc: BaseException, url: str) -> Exception:
 
 
 class _AsyncSSE(httpx2.AsyncByteStream):
-    def __init__(self, resp: aiohttp.ClientResponse, guard: _SlotGuard, tail: _Tail, url: str) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, guard: _SlotGuard, tail: Tail, url: str) -> None:
         self._resp = resp
         self._guard = guard
         self._tail = tail
@@ -334,7 +266,7 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
     ) -> httpx2.Response:
         status = resp.status
         if status < 400 and resp.content_type == _SSE:
-            stream = _AsyncSSE(resp, guard, _Tail(send.usage), url)
+            stream = _AsyncSSE(resp, guard, Tail(send.usage), url)
             return httpx2.Response(status, headers=resp.raw_headers, stream=stream, request=send.request)
         try:
             data = await resp.read()
@@ -357,7 +289,7 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
 
 
 class _SyncSSE(httpx2.SyncByteStream):
-    def __init__(self, response: httpx2.Response, guard: _SlotGuard, tail: _Tail) -> None:
+    def __init__(self, response: httpx2.Response, guard: _SlotGuard, tail: Tail) -> None:
         self._response = response
         self._guard = guard
         self._tail = tail
@@ -415,7 +347,7 @@ class SyncRoutingTransport(httpx2.BaseTransport):
             send.connected(replica)
             guard = _SlotGuard(self._router, replica)
             if resp.status_code < 400 and resp.headers.get("content-type", "").startswith(_SSE):
-                stream = _SyncSSE(resp, guard, _Tail(send.usage))
+                stream = _SyncSSE(resp, guard, Tail(send.usage))
                 return httpx2.Response(resp.status_code, headers=resp.headers, stream=stream, request=request)
             try:
                 data = resp.read()
