@@ -31,7 +31,8 @@ from harness import (
     run_child,
 )
 
-from nimflow.llm import build_actor_context, chat_many, close_actor_context
+from nimflow.llm import chat_many
+from nimflow.llm.client import build_actor_context, close_actor_context
 
 SCRIPT = Path(__file__).resolve()
 

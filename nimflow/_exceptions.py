@@ -24,6 +24,7 @@ never carries a secret.
     └── LLMError                       a model call that failed for good
         └── ModelCallError             `.item_id`, `.status_code`
             ├── EndpointUnreachableError
+            ├── MalformedResponseError
             ├── AuthenticationError
             ├── ContextLengthError
             ├── BadRequestError
@@ -48,6 +49,7 @@ __all__ = [
     "ImageNotAvailableError",
     "LLMError",
     "MapInputError",
+    "MalformedResponseError",
     "ModelCallError",
     "ModelNotServedError",
     "NimflowError",
@@ -192,6 +194,11 @@ class ModelCallError(LLMError):
 
 class EndpointUnreachableError(ModelCallError):
     """No replica accepted a connection (or answered in time), even after retries."""
+
+
+class MalformedResponseError(ModelCallError):
+    """The server kept answering a call with a body that is not the JSON asked for (an HTML page, a
+    cut-off body)."""
 
 
 class AuthenticationError(ModelCallError):

@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-import anyio
-import openai
-from openai.types.chat import ChatCompletion, ChatCompletionMessageParam
-
-from nimflow._exceptions import ModelCallError
+from nimflow.llm.calls import complete
 from nimflow.llm.context import ActorContext, current_actor
-from nimflow.llm.errors import explain
-from nimflow.llm.usage import current_usage
+from nimflow.llm.fanout import fan_out, item_ids
 
-__all__ = ["ChatResult", "TokenUsage", "chat", "chat_many", "complete", "messages_for"]
-
-log = logging.getLogger("nimflow.llm")
+__all__ = ["ChatResult", "TokenUsage", "chat", "chat_many", "messages_for"]
 
 Prompt = str | Sequence[Mapping[str, Any]]
-
-# A 200 whose body is not valid JSON (a proxy's HTML, a cut-off body) is worth another try, but the
-# transport cannot see that without parsing every body; it is caught here, a few times at most.
-_MALFORMED_ATTEMPTS = 3
 
 
 @dataclass
@@ -60,42 +47,6 @@ def messages_for(prompt: Prompt, system: str | None = None) -> list[dict[str, An
     return messages
 
 
-async def complete(
-    ctx: ActorContext,
-    messages: list[dict[str, Any]],
-    *,
-    model: str | None = None,
-    item_id: str | None = None,
-    **params: Any,
-) -> ChatCompletion:
-    """One chat completion; openai errors become nimflow.llm errors naming the item."""
-    model = model or ctx.model
-    for attempt in range(1, _MALFORMED_ATTEMPTS + 1):
-        try:
-            result: ChatCompletion = await ctx.client.chat.completions.create(
-                model=model,
-                messages=cast("list[ChatCompletionMessageParam]", messages),
-                **params,
-            )
-            return result
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as exc:
-            if attempt == _MALFORMED_ATTEMPTS:
-                who = f"item {item_id!r}" if item_id is not None else "model call"
-                raise ModelCallError(
-                    f"{who}: the model server of actor {ctx.name!r} sent a malformed response "
-                    f"{_MALFORMED_ATTEMPTS} times in a row ({type(exc).__name__}). Check the server's logs, "
-                    "or whatever proxy sits in front of it.",
-                    item_id=item_id,
-                ) from None
-            usage = current_usage()
-            if usage is not None:
-                usage.add(retries=1)
-            log.debug("retrying %s after a malformed response (attempt %d)", item_id, attempt + 1)
-        except openai.OpenAIError as exc:
-            raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
-    raise AssertionError("unreachable")
-
-
 async def chat(
     prompt: Prompt,
     *,
@@ -118,7 +69,7 @@ async def chat(
         temperature=temperature,
         **params,
     )
-    return resp.choices[0].message.content or "" if resp.choices else ""
+    return resp.content or ""
 
 
 async def chat_many(
@@ -138,44 +89,27 @@ async def chat_many(
     `concurrency` defaults to what the actor's replicas take at once (their in-flight caps).
     """
     ctx = ctx or current_actor()
-    if ids is None:
-        ids = [str(i) for i in range(len(prompts))]
-    elif len(ids) != len(prompts):
-        raise ValueError(f"chat_many got {len(prompts)} prompts but {len(ids)} ids")
-    limit = concurrency or ctx.capacity
-    limiter = anyio.CapacityLimiter(max(1, limit))
-    results: list[ChatResult | None] = [None] * len(prompts)
+    names = item_ids("chat_many", len(prompts), ids)
 
-    async def one(i: int) -> None:
-        item_id = ids[i]
-        async with limiter:
-            try:
-                resp = await complete(
-                    ctx,
-                    messages_for(prompts[i], system),
-                    model=model,
-                    item_id=item_id,
-                    max_tokens=max_tokens,
-                    temperature=temperature,
-                    **params,
-                )
-            except Exception as exc:
-                results[i] = ChatResult(id=item_id, text=None, error=str(exc), error_type=type(exc).__name__)
-                return
-        choice = resp.choices[0] if resp.choices else None
-        usage = (
-            TokenUsage(resp.usage.prompt_tokens, resp.usage.completion_tokens)
-            if resp.usage is not None
-            else None
-        )
-        results[i] = ChatResult(
+    async def one(i: int) -> ChatResult:
+        item_id = names[i]
+        try:
+            resp = await complete(
+                ctx,
+                messages_for(prompts[i], system),
+                model=model,
+                item_id=item_id,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                **params,
+            )
+        except Exception as exc:
+            return ChatResult(id=item_id, text=None, error=str(exc), error_type=type(exc).__name__)
+        return ChatResult(
             id=item_id,
-            text=(choice.message.content or "") if choice is not None else "",
-            finish_reason=choice.finish_reason if choice is not None else None,
-            usage=usage,
+            text=resp.content or "",
+            finish_reason=resp.finish_reason,
+            usage=TokenUsage(*resp.usage) if resp.usage is not None else None,
         )
 
-    async with anyio.create_task_group() as tg:
-        for i in range(len(prompts)):
-            tg.start_soon(one, i)
-    return [r for r in results if r is not None]
+    return await fan_out(len(prompts), one, concurrency or ctx.capacity)

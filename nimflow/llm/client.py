@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 
 import httpx2
 import openai
 
+from nimflow._redact import remember_secret
 from nimflow.llm.context import ActorContext
-from nimflow.llm.retry import DEFAULT_POLICY, RetryPolicy
+from nimflow.llm.errors import TransportFailures
+from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
 from nimflow.llm.router import Router
 from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
 
@@ -27,7 +30,7 @@ def build_actor_context(
     max_in_flight_per_replica: int = 256,
     served_by: str = "",
     on_replica_down: Callable[[str], Awaitable[str | None]] | None = None,
-    timeout: float = 600.0,
+    request_timeout: float = 600.0,
     connect_timeout: float = 5.0,
     api_key_name: str | None = None,
     retry_policy: RetryPolicy = DEFAULT_POLICY,
@@ -36,20 +39,26 @@ def build_actor_context(
 
     `on_replica_down(url)` is awaited once per failure episode when a replica refuses connections;
     it may restart the replica and return its new base URL, or return None to leave it out of
-    rotation. `api_key_name` names the secret or env var holding the key, for 401 messages.
+    rotation. `api_key_name` names the secret or env var holding the key, for 401 messages. A request
+    with no answer within `request_timeout` seconds is tried once more, then fails saying how to
+    raise it.
     """
-    urls = [u.rstrip("/") for u in replica_urls]
+    urls, userinfo_key = _without_userinfo([u.rstrip("/") for u in replica_urls])
+    api_key = api_key or userinfo_key
     router = Router(urls, max_in_flight=max_in_flight_per_replica, on_replica_down=on_replica_down)
     base_url = urls[0]
     key = api_key or _NO_KEY
-    http_timeout = httpx2.Timeout(timeout, connect=connect_timeout)
+    if api_key:
+        remember_secret(api_key)
+    http_timeout = httpx2.Timeout(request_timeout, connect=connect_timeout)
+    failures = TransportFailures(name, lambda: [r.url for r in router.replicas], request_timeout)
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
-        max_retries=0,  # retries live in the transport (retry.py)
+        max_retries=0,  # retries live in the transport (retry.py), around the routing
         timeout=http_timeout,
         http_client=httpx2.AsyncClient(
-            transport=AsyncRoutingTransport(router, base_url, policy=retry_policy),
+            transport=AsyncRetryTransport(AsyncRoutingTransport(router, base_url), retry_policy, failures),
             timeout=http_timeout,
             trust_env=False,
         ),
@@ -60,7 +69,7 @@ def build_actor_context(
         max_retries=0,
         timeout=http_timeout,
         http_client=httpx2.Client(
-            transport=SyncRoutingTransport(router, base_url, policy=retry_policy),
+            transport=SyncRetryTransport(SyncRoutingTransport(router, base_url), retry_policy, failures),
             timeout=http_timeout,
             trust_env=False,
         ),
@@ -75,6 +84,25 @@ def build_actor_context(
         router=router,
         api_key_name=api_key_name,
     )
+
+
+def _without_userinfo(urls: list[str]) -> tuple[list[str], str | None]:
+    """The URLs without `user:password@` (aiohttp refuses it next to the client's Authorization
+    header), and the password (else the user), taken as the API key when none is given."""
+    plain: list[str] = []
+    key: str | None = None
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if "@" not in parts.netloc:
+            plain.append(url)
+            continue
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        secret = urllib.parse.unquote(password or user)
+        remember_secret(secret)
+        key = key or secret
+        plain.append(urllib.parse.urlunsplit(parts._replace(netloc=host)))
+    return plain, key
 
 
 async def close_actor_context(ctx: ActorContext) -> None:

@@ -15,7 +15,7 @@ from nimflow._exceptions import NoActorError
 if TYPE_CHECKING:
     from nimflow.llm.router import Router
 
-__all__ = ["ActorContext", "current_actor", "use_actor"]
+__all__ = ["ActorContext", "call_item", "current_actor", "use_actor"]
 
 
 @dataclass
@@ -47,6 +47,10 @@ class ActorContext:
 
 _current: ContextVar[ActorContext | None] = ContextVar("nimflow_actor", default=None)
 
+# The item a helper (chat, chat_many, extract, ...) is calling the model for, so that an error the
+# transport raises names it; None for a raw client call.
+call_item: ContextVar[str | None] = ContextVar("nimflow_call_item", default=None)
+
 
 def current_actor() -> ActorContext:
     """The actor serving the running actor task."""
@@ -58,10 +62,6 @@ def current_actor() -> ActorContext:
             "unit test, wrap the call in nimflow.llm.use_actor(ctx)."
         )
     return ctx
-
-
-def try_current_actor() -> ActorContext | None:
-    return _current.get()
 
 
 @contextmanager

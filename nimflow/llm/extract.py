@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import anyio
 import pydantic
 from openai.lib._pydantic import to_strict_json_schema
 
 from nimflow._exceptions import ExtractionError
-from nimflow.llm.chat import complete
+from nimflow.llm.calls import complete
 from nimflow.llm.context import ActorContext, current_actor
+from nimflow.llm.fanout import fan_out, item_ids
 from nimflow.llm.usage import current_usage
 
 __all__ = ["ExtractResult", "extract", "extract_many", "response_format_for"]
@@ -83,12 +83,10 @@ async def extract(
             temperature=temperature,
             response_format=response_format,
         )
-        choice = resp.choices[0] if resp.choices else None
-        content = choice.message.content if choice is not None else None
-        if choice is None or content is None:
-            refusal = choice.message.refusal if choice is not None else None
-            problem = f"the model refused: {refusal}" if refusal else "the answer was empty"
-        elif choice.finish_reason == "length":
+        content = resp.content
+        if content is None:
+            problem = f"the model refused: {resp.refusal}" if resp.refusal else "the answer was empty"
+        elif resp.finish_reason == "length":
             problem = f"the output was cut at max_tokens={budget}"
         else:
             try:
@@ -141,31 +139,21 @@ async def extract_many(
 ) -> list[ExtractResult[M]]:
     """`extract` over many texts, in order; an item that fails keeps its error instead of raising."""
     ctx = ctx or current_actor()
-    if ids is None:
-        ids = [str(i) for i in range(len(texts))]
-    elif len(ids) != len(texts):
-        raise ValueError(f"extract_many got {len(texts)} texts but {len(ids)} ids")
-    limiter = anyio.CapacityLimiter(max(1, concurrency or ctx.capacity))
-    results: list[ExtractResult[M] | None] = [None] * len(texts)
+    names = item_ids("extract_many", len(texts), ids)
 
-    async def one(i: int) -> None:
-        async with limiter:
-            try:
-                value = await extract(
-                    texts[i],
-                    schema,
-                    instructions=instructions,
-                    model=model,
-                    max_tokens=max_tokens,
-                    item_id=ids[i],
-                    ctx=ctx,
-                )
-            except Exception as exc:
-                results[i] = ExtractResult(ids[i], None, str(exc), type(exc).__name__)
-            else:
-                results[i] = ExtractResult(ids[i], value)
+    async def one(i: int) -> ExtractResult[M]:
+        try:
+            value = await extract(
+                texts[i],
+                schema,
+                instructions=instructions,
+                model=model,
+                max_tokens=max_tokens,
+                item_id=names[i],
+                ctx=ctx,
+            )
+        except Exception as exc:
+            return ExtractResult(names[i], None, str(exc), type(exc).__name__)
+        return ExtractResult(names[i], value)
 
-    async with anyio.create_task_group() as tg:
-        for i in range(len(texts)):
-            tg.start_soon(one, i)
-    return [r for r in results if r is not None]
+    return await fan_out(len(texts), one, concurrency or ctx.capacity)

@@ -1,7 +1,7 @@
 """The one retry layer for model calls (tenacity).
 
-It wraps the routing transport's send, below the openai client, and the client is built with
-`max_retries=0`. Wrapping the transport rather than the helper functions means raw
+It is a transport wrapping the routing transport (httpx's transport style), below the openai
+client, and the client is built with `max_retries=0`. Wrapping the transport rather than the helper functions means raw
 `ctx.client.chat.completions.create(...)` calls in user tasks get the same policy as `chat_many` and
 `extract`, every retry is counted in the task's usage meter whoever made the call, and retries
 never stack (SDK x helper x transport). The cost: the transport sees HTTP, not SDK objects, so the
@@ -15,8 +15,9 @@ import email.utils
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 from tenacity import (
@@ -25,14 +26,18 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     retry_if_result,
-    stop_after_attempt,
-    stop_after_delay,
     wait_exponential_jitter,
 )
 
-from nimflow.llm.usage import current_usage
+from nimflow.llm.usage import Usage, current_usage
 
-__all__ = ["RetryPolicy", "parse_retry_after", "send_with_retries", "send_with_retries_sync", "should_retry"]
+__all__ = [
+    "AsyncRetryTransport",
+    "RetryPolicy",
+    "SyncRetryTransport",
+    "parse_retry_after",
+    "should_retry",
+]
 
 log = logging.getLogger("nimflow.llm")
 
@@ -44,6 +49,11 @@ class RetryPolicy:
     backoff_max: float = 20.0
     retry_after_max: float = 60.0  # a longer Retry-After is cut to this
     max_elapsed: float = 600.0  # no new attempt after this long in total
+    # Fewer tries for outcomes that cost a lot or rarely change: a request that ran into its timeout
+    # is tried once more (a hung server costs an item about twice the timeout, not six times), a
+    # 200 with a body that is not the JSON asked for a few times.
+    timeout_attempts: int = 2
+    malformed_attempts: int = 3
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -56,10 +66,13 @@ def should_retry_status(status: int) -> bool:
 
 
 def should_retry_exception(exc: BaseException) -> bool:
-    # Timeouts, refused/reset connections and connections dropped before a response. (A refused
+    # Timeouts, refused/reset connections, connections dropped before a response, and a 200 whose
+    # body is not the JSON asked for (the routing transport raises DecodingError for it). A refused
     # connection is first failed over to another replica by the transport; it reaches this layer
-    # only when no replica would take it.)
-    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+    # only when no replica would take it.
+    return isinstance(
+        exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError | httpx2.DecodingError
+    )
 
 
 def should_retry(response: httpx2.Response | None = None, exc: BaseException | None = None) -> bool:
@@ -176,60 +189,190 @@ def _replayable(request: httpx2.Request) -> bool:
     return True
 
 
-async def send_with_retries(
-    request: httpx2.Request,
-    send: Callable[[httpx2.Request], Awaitable[httpx2.Response]],
-    policy: RetryPolicy = DEFAULT_POLICY,
-) -> httpx2.Response:
-    # Fast path: the first attempt runs without tenacity's bookkeeping, which only starts once an
-    # outcome asks for a retry (almost never, at benchmark rates).
-    first_exc: BaseException | None = None
-    first: httpx2.Response | None = None
-    try:
-        first = await send(request)
-    except Exception as exc:
-        if not should_retry_exception(exc) or policy.max_attempts < 2 or not _replayable(request):
+class _Stop:
+    """Out of attempts: in all, in time, or for the kind of failure (timeouts, malformed bodies)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._policy = policy
+        self._timeouts = 0
+        self._malformed = 0
+
+    def __call__(self, state: RetryCallState) -> bool:
+        policy = self._policy
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        if (state.seconds_since_start or 0.0) >= policy.max_elapsed:
+            return True
+        outcome = state.outcome
+        if outcome is None or not outcome.failed:
+            return False
+        exc = outcome.exception()
+        if isinstance(exc, httpx2.TimeoutException):
+            self._timeouts += 1
+            return self._timeouts >= policy.timeout_attempts
+        if isinstance(exc, httpx2.DecodingError):
+            self._malformed += 1
+            return self._malformed >= policy.malformed_attempts
+        return False
+
+
+class _Retries:
+    """What the sync and async retry transports share: the policy as tenacity arguments, the meter."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self._wait = _Wait(policy)
+
+    def first_is_final(self, request: httpx2.Request, outcome: httpx2.Response | BaseException) -> bool:
+        """Whether the first attempt's outcome stands (almost always): retries start only when not."""
+        if self.policy.max_attempts < 2:
+            return True
+        if isinstance(outcome, BaseException):
+            retry = isinstance(outcome, Exception) and should_retry_exception(outcome)
+        else:
+            retry = should_retry(outcome)
+        return not retry or not _replayable(request)
+
+    def arguments(self, request: httpx2.Request) -> dict[str, Any]:
+        policy = self.policy
+        return {
+            "stop": _Stop(policy),
+            "wait": self._wait,
+            "retry": retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
+            "before_sleep": _count_and_log(request, policy),
+            "retry_error_callback": _final,
+            "reraise": True,
+        }
+
+
+def _replay(first: httpx2.Response | BaseException) -> Callable[[], httpx2.Response | None]:
+    """Hands tenacity the first attempt's known outcome once, so it is not sent twice."""
+    pending = [first]
+
+    def known() -> httpx2.Response | None:
+        if not pending:
+            return None
+        outcome = pending.pop()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return known
+
+
+def _count(usage: Usage | None, outcome: httpx2.Response | None) -> None:
+    if usage is not None and (outcome is None or outcome.status_code >= 400):
+        usage.add(errors=1)
+
+
+# What a transport error that stood after retries becomes for the caller (errors.TransportFailures).
+Explain = Callable[[Exception, httpx2.Request], Exception]
+
+
+def _keep(exc: Exception, request: httpx2.Request) -> Exception:
+    return exc
+
+
+class AsyncRetryTransport(httpx2.AsyncBaseTransport):
+    """Retries what is worth another try of what `inner` answers; counts requests and errors; a
+    transport error that stands is handed to `explain` for the error the caller sees."""
+
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
+    ) -> None:
+        self._inner = inner
+        self._retries = _Retries(policy)
+        self._explain = explain
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        usage = current_usage()
+        if usage is not None:
+            usage.add(requests=1)
+        try:
+            response = await self._send(request)
+        except Exception as exc:
+            _count(usage, None)
+            failure = self._explain(exc, request)
+            if failure is exc:
+                raise
+            raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
+        except BaseException:
+            _count(usage, None)
             raise
-        first_exc = exc
-    if first is not None and (policy.max_attempts < 2 or not should_retry(first) or not _replayable(request)):
-        return first
+        _count(usage, response)
+        return response
 
-    pending: list[httpx2.Response | BaseException] = [first_exc if first_exc is not None else first]  # type: ignore[list-item]
+    async def _send(self, request: httpx2.Request) -> httpx2.Response:
+        send = self._inner.handle_async_request
+        first: httpx2.Response | BaseException
+        try:
+            first = await send(request)
+        except Exception as exc:
+            first = exc
+        if self._retries.first_is_final(request, first):
+            if isinstance(first, BaseException):
+                raise first
+            return first
+        known = _replay(first)
 
-    async def attempt() -> httpx2.Response:
-        if pending:
-            known = pending.pop()
-            if isinstance(known, BaseException):
-                raise known
-            return known
-        return await send(request)
+        async def attempt() -> httpx2.Response:
+            response = known()
+            return response if response is not None else await send(request)
 
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.max_elapsed),
-        wait=_Wait(policy),
-        retry=retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
-        before_sleep=_count_and_log(request, policy),
-        retry_error_callback=_final,
-        reraise=True,
-    )
-    result: httpx2.Response = await retrying(attempt)
-    return result
+        result: httpx2.Response = await AsyncRetrying(**self._retries.arguments(request))(attempt)
+        return result
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
-def send_with_retries_sync(
-    request: httpx2.Request,
-    send: Callable[[httpx2.Request], httpx2.Response],
-    policy: RetryPolicy = DEFAULT_POLICY,
-) -> httpx2.Response:
-    replayable = _replayable(request)
-    retrying = Retrying(
-        stop=stop_after_attempt(policy.max_attempts if replayable else 1)
-        | stop_after_delay(policy.max_elapsed),
-        wait=_Wait(policy),
-        retry=retry_if_exception(should_retry_exception) | retry_if_result(_retry_predicate),
-        before_sleep=_count_and_log(request, policy),
-        retry_error_callback=_final,
-        reraise=True,
-    )
-    result: httpx2.Response = retrying(send, request)
-    return result
+class SyncRetryTransport(httpx2.BaseTransport):
+    """The same retries for the sync client (worker threads)."""
+
+    def __init__(
+        self, inner: httpx2.BaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
+    ) -> None:
+        self._inner = inner
+        self._retries = _Retries(policy)
+        self._explain = explain
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        usage = current_usage()
+        if usage is not None:
+            usage.add(requests=1)
+        try:
+            response = self._send(request)
+        except Exception as exc:
+            _count(usage, None)
+            failure = self._explain(exc, request)
+            if failure is exc:
+                raise
+            raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
+        except BaseException:
+            _count(usage, None)
+            raise
+        _count(usage, response)
+        return response
+
+    def _send(self, request: httpx2.Request) -> httpx2.Response:
+        send = self._inner.handle_request
+        first: httpx2.Response | BaseException
+        try:
+            first = send(request)
+        except Exception as exc:
+            first = exc
+        if self._retries.first_is_final(request, first):
+            if isinstance(first, BaseException):
+                raise first
+            return first
+        known = _replay(first)
+
+        def attempt() -> httpx2.Response:
+            response = known()
+            return response if response is not None else send(request)
+
+        result: httpx2.Response = Retrying(**self._retries.arguments(request))(attempt)
+        return result
+
+    def close(self) -> None:
+        self._inner.close()

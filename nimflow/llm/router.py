@@ -13,9 +13,13 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+
+from nimflow._exceptions import ActorConfigError, EndpointUnreachableError
+from nimflow._redact import redact
 
 __all__ = ["Replica", "Router"]
 
@@ -41,6 +45,7 @@ class Replica:
 
 class _Waiter(Protocol):
     def give(self, replica: Replica, router: Router) -> bool: ...
+    def fail(self, exc: Exception) -> None: ...
 
 
 class _AsyncWaiter:
@@ -66,18 +71,33 @@ class _AsyncWaiter:
         else:
             self.fut.set_result(replica)
 
+    def fail(self, exc: Exception) -> None:
+        if threading.get_ident() == self.thread:
+            self._fail(exc)
+        else:
+            self.loop.call_soon_threadsafe(self._fail, exc)
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
 
 class _ThreadWaiter:
-    __slots__ = ("event", "replica")
+    __slots__ = ("error", "event", "replica")
 
     def __init__(self) -> None:
         self.event = threading.Event()
         self.replica: Replica | None = None
+        self.error: Exception | None = None
 
     def give(self, replica: Replica, router: Router) -> bool:
         self.replica = replica
         self.event.set()
         return True
+
+    def fail(self, exc: Exception) -> None:
+        self.error = exc
+        self.event.set()
 
 
 class Router:
@@ -87,19 +107,27 @@ class Router:
         *,
         max_in_flight: int,
         on_replica_down: OnReplicaDown | None = None,
-        on_url_change: Callable[[Replica], None] | None = None,
+        breaker_seconds: float = 3.0,
     ) -> None:
         if not urls:
-            raise ValueError("at least one replica URL is needed")
+            raise ActorConfigError("an actor needs at least one replica URL; pass its server's base URL.")
         if max_in_flight < 1:
-            raise ValueError("max_in_flight_per_replica must be at least 1")
+            raise ActorConfigError(
+                f"max_in_flight_per_replica is {max_in_flight}; it must be at least 1 "
+                "(set the actor's max_concurrency to 1 or more, or leave it unset)."
+            )
         self.replicas = [Replica(i, u) for i, u in enumerate(urls)]
         self.max_in_flight = max_in_flight
         self._on_down = on_replica_down
-        self._on_url_change = on_url_change
         self._lock = threading.Lock()
         self._waiters: deque[_Waiter] = deque()
         self._rr = 0  # rotates ties so light load spreads over replicas
+        # The circuit breaker: once every replica has been out of reach for breaker_seconds with no
+        # restart under way, requests fail at once (EndpointUnreachableError) instead of each one
+        # retrying for a minute; one probe per breaker_seconds still goes out, to notice a return.
+        self.breaker_seconds = breaker_seconds
+        self._down_since: float | None = None
+        self._next_probe = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -117,7 +145,13 @@ class Router:
             any_up = True
             if r.in_flight < self.max_in_flight and (best is None or r.in_flight < best.in_flight):
                 best = r
-        if best is None and not any_up and not any(r.restarting for r in replicas):
+        if any_up:
+            self._down_since = None
+        elif any(r.restarting for r in replicas):
+            self._down_since = None  # wait for the restart
+        else:
+            if self._circuit_open():
+                raise EndpointUnreachableError("every replica is out of reach and none is being restarted")
             # Nothing in rotation and nothing coming back: probe the down replicas rather than
             # fail for good, so a server that was only briefly away is picked up again.
             for r in replicas:
@@ -128,9 +162,26 @@ class Router:
             self._rr = (best.index + 1) % n
         return best
 
+    def _circuit_open(self) -> bool:
+        now = time.monotonic()
+        if self._down_since is None:
+            self._down_since = now
+            return False
+        if now - self._down_since < self.breaker_seconds:
+            return False
+        if now >= self._next_probe:  # half open: this request probes
+            self._next_probe = now + self.breaker_seconds
+            return False
+        return True
+
     def _wake(self) -> None:
         while self._waiters:
-            r = self._pick()
+            try:
+                r = self._pick()
+            except EndpointUnreachableError as exc:
+                while self._waiters:
+                    self._waiters.popleft().fail(exc)
+                return
             if r is None:
                 return
             w = self._waiters.popleft()
@@ -164,9 +215,11 @@ class Router:
             self._waiters.append(waiter)
         if not waiter.event.wait(wait_limit):
             with self._lock:
-                if waiter.replica is None:
+                if waiter.replica is None and waiter.error is None:
                     self._waiters.remove(waiter)
                     raise TimeoutError("timed out waiting for a free replica slot")
+        if waiter.error is not None:
+            raise waiter.error
         assert waiter.replica is not None
         return waiter.replica
 
@@ -184,7 +237,7 @@ class Router:
         with self._lock:
             if not replica.up and not replica.restarting:
                 replica.up = True
-                log.info("replica %s answers again; back in rotation", replica.url)
+                log.info("replica %s answers again; back in rotation", redact(replica.url))
                 self._wake()
 
     def mark_down(self, replica: Replica, url: str) -> None:
@@ -196,7 +249,7 @@ class Router:
             start_restart = self._on_down is not None
             replica.restarting = start_restart
             self._wake()  # queued requests may now need to probe or fail
-        log.warning("replica %s refused the connection; taken out of rotation", url)
+        log.warning("replica %s refused the connection; taken out of rotation", redact(url))
         if start_restart:
             self._schedule_restart(replica, url)
 
@@ -225,7 +278,7 @@ class Router:
         try:
             new_url = await self._on_down(url)
         except Exception:
-            log.warning("restarting replica %s failed; it stays out of rotation", url, exc_info=True)
+            log.warning("restarting replica %s failed; it stays out of rotation", redact(url), exc_info=True)
         with self._lock:
             replica.restarting = False
             if new_url:
@@ -233,9 +286,7 @@ class Router:
                 replica.up = True
             self._wake()
         if new_url:
-            log.info("replica %s is back at %s", url, replica.url)
-            if self._on_url_change is not None:
-                self._on_url_change(replica)
+            log.info("replica %s is back at %s", redact(url), redact(replica.url))
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -1,28 +1,32 @@
-"""HTTP transports under the openai clients: route to replicas, cap in-flight, fail over, retry.
+"""The routing transports under the openai clients: pick a replica, cap its in-flight requests, fail over.
 
-The async transport sends over one aiohttp session (its connector keeps a free-list per host, so the
-cost of a request does not grow with the number of open connections, unlike the httpx/httpx2 pool
-which scans every connection on each request). Non-streamed bodies are read here, so a replica's
-slot is freed as soon as its answer is in and the token usage can be read off the bytes; streamed
-(SSE) bodies are passed through and free their slot when closed.
+`AsyncRoutingTransport` sends over one aiohttp session (its connector keeps a free-list per host, so a
+request's cost does not grow with the number of open connections, unlike the httpx2 pool, which scans
+every connection on each request); `SyncRoutingTransport` sends over one httpx2 transport per replica
+URL, for worker threads. Both do the same thing through `_Routing`, which owns every decision: the
+replica to try, the headers, where a refused connection goes, what a response becomes. Only the I/O
+differs.
 
-A refused connection means nothing was sent: the replica is taken out of rotation and the request
-goes straight to another one, without counting as a retry. Everything else that is worth another
-try goes through the retry layer (retry.py), which wraps the routed send.
+A refused connection means nothing was sent: the replica is taken out of rotation and the request goes
+straight to another one, without counting as a retry. Everything else worth another try is left to the
+retry layer (retry.py), which wraps this transport. Non-streamed bodies are read here, so a replica's
+slot is freed as soon as its answer is in and the token usage can be read off the bytes; streamed (SSE)
+bodies are passed through and free their slot when closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import httpx2
 
-from nimflow.llm.retry import DEFAULT_POLICY, RetryPolicy, send_with_retries, send_with_retries_sync
+from nimflow.llm.bodies import JSONResponse, Tail, expected_json, record_parsed_tokens, record_tokens
 from nimflow.llm.router import Replica, Router
-from nimflow.llm.usage import Usage, current_usage, parse_usage
+from nimflow.llm.usage import current_usage
 
 __all__ = ["AsyncRoutingTransport", "SyncRoutingTransport"]
 
@@ -31,38 +35,108 @@ __all__ = ["AsyncRoutingTransport", "SyncRoutingTransport"]
 _DROP = frozenset({"host", "accept-encoding", "content-length", "transfer-encoding", "connection"})
 _IDENTITY = ("accept-encoding", "identity")
 _SSE = "text/event-stream"
-_TAIL_BYTES = 4096  # enough for the last SSE event, which carries `usage`
 
 
-def _headers(request: httpx2.Request) -> list[tuple[str, str]]:
-    out = [(k, v) for k, v in request.headers.multi_items() if k not in _DROP]
-    out.append(_IDENTITY)
-    return out
+class _Send:
+    """One request's walk over the replicas: its routed form, the replicas that refused it, its slot."""
+
+    __slots__ = (
+        "content",
+        "expects_json",
+        "headers",
+        "last",
+        "pool_timeout",
+        "request",
+        "routing",
+        "tried",
+        "usage",
+    )
+
+    def __init__(self, routing: _Routing, request: httpx2.Request) -> None:
+        self.routing = routing
+        self.request = request
+        headers: list[tuple[str, str]] = []
+        self.expects_json = False
+        for k, v in request.headers.multi_items():
+            if k in _DROP:
+                continue
+            if k == "accept":
+                self.expects_json = "json" in v
+            headers.append((k, v))
+        headers.append(_IDENTITY)
+        self.headers = headers
+        self.content = request.content
+        timeout = request.extensions.get("timeout") or {}
+        self.pool_timeout: float | None = timeout.get("pool")
+        self.usage = current_usage()
+        self.tried: set[tuple[int, str]] = set()
+        self.last: Exception | None = None
+
+    def target(self, replica: Replica) -> str:
+        """The request's URL on `replica`; raises the last refusal once every replica has refused it."""
+        url = replica.url
+        if (replica.index, url) in self.tried:
+            # Every replica in reach has refused this request once: let the retry layer back off.
+            self.routing.router.release(replica)
+            assert self.last is not None
+            raise self.last
+        full = str(self.request.url)
+        prefix = self.routing.prefix
+        return url + full[len(prefix) :] if full.startswith(prefix) else full  # elsewhere: left alone
+
+    def refused(self, replica: Replica, url: str, exc: Exception) -> None:
+        router = self.routing.router
+        router.release(replica)
+        router.mark_down(replica, url)
+        self.tried.add((replica.index, url))
+        self.last = exc
+
+    def connected(self, replica: Replica) -> None:
+        if not replica.up:
+            self.routing.router.mark_up(replica)
+
+    def response(self, status: int, headers: Any, data: bytes, url: str) -> httpx2.Response:
+        """The answer to hand up, its body read. A success the client expects JSON of is parsed here,
+        once: a body that is not the JSON asked for (a proxy's HTML page, a cut-off body) raises
+        DecodingError for the retry layer, and the SDK gets the parsed value instead of parsing again."""
+        request = self.request
+        if status >= 300:
+            return httpx2.Response(status, headers=headers, content=data, request=request)
+        if not self.expects_json:
+            record_tokens(self.usage, data)
+            return httpx2.Response(status, headers=headers, content=data, request=request)
+        parsed = expected_json(data, request, url)
+        if self.usage is not None:
+            record_parsed_tokens(self.usage, parsed)
+        return JSONResponse(parsed, status, headers=headers, content=data, request=request)
 
 
-def _record_tokens(usage: Usage | None, body: bytes) -> None:
-    if usage is None:
-        return
-    tokens = parse_usage(body)
-    if tokens is not None:
-        usage.add(prompt_tokens=tokens[0], completion_tokens=tokens[1])
+class _Routing:
+    """What both transports share: the router and the logical base URL the clients are built on."""
 
-
-class _Route:
-    """Maps a request URL under the client's base URL onto a replica's base URL."""
-
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, router: Router, base_url: str) -> None:
+        self.router = router
         self.prefix = base_url.rstrip("/")
 
-    def target(self, request: httpx2.Request, replica_url: str) -> str:
-        url = str(request.url)
-        if url.startswith(self.prefix):
-            return replica_url + url[len(self.prefix) :]
-        return url  # an absolute URL elsewhere: left alone
+    def start(self, request: httpx2.Request) -> _Send:
+        return _Send(self, request)
+
+
+def _refused(url: str, exc: BaseException) -> httpx2.ConnectError:
+    """The same words for a connection that failed, whichever client saw it (aiohttp, httpx2)."""
+    seen: BaseException | None = exc
+    while seen is not None and not (isinstance(seen, OSError) and seen.errno):
+        seen = getattr(seen, "os_error", None) or seen.__cause__ or seen.__context__
+    reason = os.strerror(seen.errno).lower() if isinstance(seen, OSError) and seen.errno else str(exc)
+    return httpx2.ConnectError(f"cannot connect to {url}: {reason}")
+
+
+def _pool_timeout(exc: TimeoutError) -> httpx2.PoolTimeout:
+    return httpx2.PoolTimeout("timed out waiting for a free replica slot")
 
 
 class _SlotGuard:
-    """Releases a replica slot exactly once."""
+    """Releases a replica slot exactly once (a stream may be closed more than once)."""
 
     __slots__ = ("released", "replica", "router")
 
@@ -82,6 +156,7 @@ class _SlotGuard:
 
 
 def _map_aiohttp(exc: BaseException, url: str) -> Exception:
+    """The httpx2 exception the openai client and the retry layer understand, for an aiohttp one."""
     if isinstance(exc, aiohttp.SocketTimeoutError):
         return httpx2.ReadTimeout(f"no data from {url} within the read timeout")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
@@ -89,7 +164,7 @@ def _map_aiohttp(exc: BaseException, url: str) -> Exception:
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return httpx2.TimeoutException(f"request to {url} timed out")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx2.ConnectError(f"cannot connect to {url}: {exc.os_error}")
+        return _refused(url, exc)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return httpx2.RemoteProtocolError(f"{url} closed the connection without a response")
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
@@ -102,32 +177,20 @@ def _map_aiohttp(exc: BaseException, url: str) -> Exception:
 
 
 class _AsyncSSE(httpx2.AsyncByteStream):
-    def __init__(
-        self, resp: aiohttp.ClientResponse, guard: _SlotGuard, usage: Usage | None, url: str
-    ) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, guard: _SlotGuard, tail: Tail, url: str) -> None:
         self._resp = resp
         self._guard = guard
-        self._usage = usage
+        self._tail = tail
         self._url = url
-        self._tail: list[bytes] = []
-        self._tail_len = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._resp.content.iter_any():
-                if self._usage is not None:
-                    self._keep_tail(chunk)
+                self._tail.keep(chunk)
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _map_aiohttp(exc, self._url) from exc
-        _record_tokens(self._usage, b"".join(self._tail))
-        self._usage = None
-
-    def _keep_tail(self, chunk: bytes) -> None:
-        self._tail.append(chunk)
-        self._tail_len += len(chunk)
-        while self._tail_len - len(self._tail[0]) >= _TAIL_BYTES:
-            self._tail_len -= len(self._tail.pop(0))
+        self._tail.finish()
 
     async def aclose(self) -> None:
         # A stream left half-read cannot go back to the pool: its connection still has data on it.
@@ -139,10 +202,9 @@ class _AsyncSSE(httpx2.AsyncByteStream):
 
 
 class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
-    def __init__(self, router: Router, base_url: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+    def __init__(self, router: Router, base_url: str) -> None:
+        self._routing = _Routing(router, base_url)
         self._router = router
-        self._route = _Route(base_url)
-        self._policy = policy
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, Any], aiohttp.ClientTimeout] = {}
 
@@ -158,90 +220,54 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         )
         return self._session
 
-    def _timeout(self, request: httpx2.Request) -> tuple[aiohttp.ClientTimeout, float | None]:
+    def _timeout(self, request: httpx2.Request) -> aiohttp.ClientTimeout:
         t = request.extensions.get("timeout") or {}
         key = (t.get("connect"), t.get("read"))
         timeout = self._timeouts.get(key)
         if timeout is None:
             timeout = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
             self._timeouts[key] = timeout
-        return timeout, t.get("pool")
+        return timeout
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        usage = current_usage()
-        if usage is not None:
-            usage.add(requests=1)
-        try:
-            response = await send_with_retries(request, self._send_routed, self._policy)
-        except BaseException:
-            if usage is not None:
-                usage.add(errors=1)
-            raise
-        if usage is not None and response.status_code >= 400:
-            usage.add(errors=1)
-        return response
-
-    async def _send_routed(self, request: httpx2.Request) -> httpx2.Response:
         session = self._session or self._new_session()
-        timeout, pool_timeout = self._timeout(request)
-        usage = current_usage()
-        body = request.content or None
-        headers = _headers(request)
-        tried: set[tuple[int, str]] = set()
-        last: Exception | None = None
+        timeout = self._timeout(request)
+        send = self._routing.start(request)
+        body = send.content or None
         while True:
             try:
-                replica = await self._router.acquire(pool_timeout)
+                replica = await self._router.acquire(send.pool_timeout)
             except TimeoutError as exc:
-                raise httpx2.PoolTimeout("timed out waiting for a free replica slot") from exc
+                raise _pool_timeout(exc) from exc
+            target = send.target(replica)
             url = replica.url
-            if (replica.index, url) in tried:
-                # Every replica has refused this request once: let the retry layer back off.
-                self._router.release(replica)
-                assert last is not None
-                raise last
-            guard = _SlotGuard(self._router, replica)
-            target = self._route.target(request, url)
             try:
                 resp = await session.request(
                     request.method,
                     target,
-                    headers=headers,
+                    headers=send.headers,
                     data=body,
                     allow_redirects=False,
                     timeout=timeout,
                 )
             except aiohttp.ClientConnectorError as exc:
-                guard.release()
-                self._router.mark_down(replica, url)
-                tried.add((replica.index, url))
-                last = _map_aiohttp(exc, url)
+                send.refused(replica, url, _map_aiohttp(exc, url))
                 continue
             except BaseException as exc:
-                guard.release()
+                self._router.release(replica)
                 if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
                     raise _map_aiohttp(exc, url) from exc
                 raise
-            if not replica.up:
-                self._router.mark_up(replica)
-            return await self._response(request, resp, guard, usage, url)
+            send.connected(replica)
+            return await self._response(send, resp, _SlotGuard(self._router, replica), url)
 
     async def _response(
-        self,
-        request: httpx2.Request,
-        resp: aiohttp.ClientResponse,
-        guard: _SlotGuard,
-        usage: Usage | None,
-        url: str,
+        self, send: _Send, resp: aiohttp.ClientResponse, guard: _SlotGuard, url: str
     ) -> httpx2.Response:
         status = resp.status
         if status < 400 and resp.content_type == _SSE:
-            return httpx2.Response(
-                status,
-                headers=resp.raw_headers,
-                stream=_AsyncSSE(resp, guard, usage, url),
-                request=request,
-            )
+            stream = _AsyncSSE(resp, guard, Tail(send.usage), url)
+            return httpx2.Response(status, headers=resp.raw_headers, stream=stream, request=send.request)
         try:
             data = await resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -249,9 +275,7 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         finally:
             resp.release()
             guard.release()
-        if status < 300:
-            _record_tokens(usage, data)
-        return httpx2.Response(status, headers=resp.raw_headers, content=data, request=request)
+        return send.response(status, resp.raw_headers, data, url)
 
     async def aclose(self) -> None:
         await self._router.aclose()
@@ -265,19 +289,16 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
 
 
 class _SyncSSE(httpx2.SyncByteStream):
-    def __init__(self, response: httpx2.Response, guard: _SlotGuard, usage: Usage | None) -> None:
+    def __init__(self, response: httpx2.Response, guard: _SlotGuard, tail: Tail) -> None:
         self._response = response
         self._guard = guard
-        self._usage = usage
-        self._tail = b""
+        self._tail = tail
 
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._response.iter_raw():
-            if self._usage is not None:
-                self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
+            self._tail.keep(chunk)
             yield chunk
-        _record_tokens(self._usage, self._tail)
-        self._usage = None
+        self._tail.finish()
 
     def close(self) -> None:
         self._response.close()
@@ -285,10 +306,9 @@ class _SyncSSE(httpx2.SyncByteStream):
 
 
 class SyncRoutingTransport(httpx2.BaseTransport):
-    def __init__(self, router: Router, base_url: str, *, policy: RetryPolicy = DEFAULT_POLICY) -> None:
+    def __init__(self, router: Router, base_url: str) -> None:
+        self._routing = _Routing(router, base_url)
         self._router = router
-        self._route = _Route(base_url)
-        self._policy = policy
         self._transports: dict[str, httpx2.HTTPTransport] = {}
         limit = router.max_in_flight
         self._limits = httpx2.Limits(max_connections=limit, max_keepalive_connections=limit)
@@ -301,72 +321,40 @@ class SyncRoutingTransport(httpx2.BaseTransport):
         return t
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        usage = current_usage()
-        if usage is not None:
-            usage.add(requests=1)
-        try:
-            response = send_with_retries_sync(request, self._send_routed, self._policy)
-        except BaseException:
-            if usage is not None:
-                usage.add(errors=1)
-            raise
-        if usage is not None and response.status_code >= 400:
-            usage.add(errors=1)
-        return response
-
-    def _send_routed(self, request: httpx2.Request) -> httpx2.Response:
-        usage = current_usage()
-        t = request.extensions.get("timeout") or {}
-        headers = _headers(request)
-        content = request.content
-        tried: set[tuple[int, str]] = set()
-        last: Exception | None = None
+        send = self._routing.start(request)
         while True:
             try:
-                replica = self._router.acquire_sync(t.get("pool"))
+                replica = self._router.acquire_sync(send.pool_timeout)
             except TimeoutError as exc:
-                raise httpx2.PoolTimeout("timed out waiting for a free replica slot") from exc
+                raise _pool_timeout(exc) from exc
+            target = send.target(replica)
             url = replica.url
-            if (replica.index, url) in tried:
-                self._router.release(replica)
-                assert last is not None
-                raise last
-            guard = _SlotGuard(self._router, replica)
             routed = httpx2.Request(
                 request.method,
-                self._route.target(request, url),
-                headers=headers,
-                content=content,
+                target,
+                headers=send.headers,
+                content=send.content,
                 extensions=request.extensions,
             )
             try:
                 resp = self._transport(url).handle_request(routed)
             except httpx2.ConnectError as exc:
-                guard.release()
-                self._router.mark_down(replica, url)
-                tried.add((replica.index, url))
-                last = httpx2.ConnectError(f"cannot connect to {url}: {exc}")
+                send.refused(replica, url, _refused(url, exc))
                 continue
             except BaseException:
-                guard.release()
+                self._router.release(replica)
                 raise
-            if not replica.up:
-                self._router.mark_up(replica)
+            send.connected(replica)
+            guard = _SlotGuard(self._router, replica)
             if resp.status_code < 400 and resp.headers.get("content-type", "").startswith(_SSE):
-                return httpx2.Response(
-                    resp.status_code,
-                    headers=resp.headers,
-                    stream=_SyncSSE(resp, guard, usage),
-                    request=request,
-                )
+                stream = _SyncSSE(resp, guard, Tail(send.usage))
+                return httpx2.Response(resp.status_code, headers=resp.headers, stream=stream, request=request)
             try:
                 data = resp.read()
             finally:
                 resp.close()
                 guard.release()
-            if resp.status_code < 300:
-                _record_tokens(usage, data)
-            return httpx2.Response(resp.status_code, headers=resp.headers, content=data, request=request)
+            return send.response(resp.status_code, resp.headers, data, url)
 
     def close(self) -> None:
         for t in list(self._transports.values()):

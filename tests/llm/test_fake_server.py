@@ -13,20 +13,12 @@ import pydantic
 import pytest
 from miniserver import wait_until
 
-from nimflow.llm import (
-    AuthenticationError,
-    ContextLengthError,
-    ModelNotServedError,
-    RetryPolicy,
-    build_actor_context,
-    chat,
-    chat_many,
-    close_actor_context,
-    extract,
-    meter,
-)
-from nimflow.llm.context import ActorContext
+from nimflow._exceptions import AuthenticationError, ContextLengthError, ExtractionError, ModelNotServedError
+from nimflow.llm import ActorContext, chat, chat_many, extract
+from nimflow.llm.client import build_actor_context, close_actor_context
+from nimflow.llm.retry import RetryPolicy
 from nimflow.llm.router import Replica
+from nimflow.llm.usage import meter
 from nimflow.testing import FakeServer
 
 MODEL = "meta/llama3-8b-instruct"
@@ -87,7 +79,7 @@ async def test_each_retryable_fault_is_retried_and_counted(
 @pytest.mark.anyio
 async def test_a_hang_past_the_timeout_is_retried(fakes: Callable[..., FakeServer]) -> None:
     server = fakes(faults="seq:hang,ok;hang_seconds=2")
-    ctx = _ctx([server], timeout=0.3)
+    ctx = _ctx([server], request_timeout=0.3)
     with meter() as usage, anyio.fail_after(10):
         assert await chat("Hello there.", ctx=ctx)
     assert usage.retries == 1
@@ -280,8 +272,6 @@ async def test_extract_retries_truncated_output(fakes: Callable[..., FakeServer]
 
 @pytest.mark.anyio
 async def test_extract_gives_up_with_a_clear_error(fakes: Callable[..., FakeServer]) -> None:
-    from nimflow.llm import ExtractionError
-
     server = fakes(faults="seq:truncate*5")
     ctx = _ctx([server])
     with pytest.raises(ExtractionError, match=r"item 'e3'.*Entities.*cut at max_tokens"):

@@ -10,24 +10,18 @@ import pydantic
 import pytest
 from miniserver import MiniServer
 
-from nimflow._exceptions import LLMError
-from nimflow.llm import (
+from nimflow._exceptions import (
     AuthenticationError,
     ContextLengthError,
     EndpointUnreachableError,
     ExtractionError,
+    LLMError,
     ModelNotServedError,
-    RetryPolicy,
-    build_actor_context,
-    chat,
-    chat_many,
-    close_actor_context,
-    extract,
-    extract_many,
-    meter,
-    use_actor,
 )
-from nimflow.llm.context import ActorContext
+from nimflow.llm import ActorContext, chat, chat_many, extract, extract_many, use_actor
+from nimflow.llm.client import build_actor_context, close_actor_context
+from nimflow.llm.retry import RetryPolicy
+from nimflow.llm.usage import meter
 
 FAST = RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
 KEY = "sk-very-secret-key-42"

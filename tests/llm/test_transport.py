@@ -11,9 +11,11 @@ import openai
 import pytest
 from miniserver import MiniServer, wait_until
 
-from nimflow.llm import RetryPolicy, build_actor_context, close_actor_context, meter
+from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.context import ActorContext
+from nimflow.llm.retry import RetryPolicy
 from nimflow.llm.router import Replica
+from nimflow.llm.usage import meter
 
 FAST = RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.05)
 
@@ -326,7 +328,7 @@ async def test_timeouts_and_dropped_connections_are_retried(mini: MiniServer) ->
         return {1: 2.0, 2: "drop"}.get(calls["n"])
 
     mini.script = script
-    ctx = _ctx([mini.base_url], timeout=0.3)
+    ctx = _ctx([mini.base_url], request_timeout=0.3)
     with meter() as usage:
         assert await _ask(ctx, "x") == "echo: x"
     assert calls["n"] == 3 and usage.retries == 2

@@ -11,11 +11,11 @@ import httpx2
 import pytest
 
 from nimflow._exceptions import NimflowError
-from nimflow.llm import current_actor, meter, should_retry, use_actor
+from nimflow.llm import current_actor, use_actor
 from nimflow.llm.client import build_actor_context
-from nimflow.llm.retry import parse_retry_after
+from nimflow.llm.retry import parse_retry_after, should_retry
 from nimflow.llm.router import Router
-from nimflow.llm.usage import current_usage, parse_usage
+from nimflow.llm.usage import current_usage, meter, parse_usage
 
 
 def test_parse_usage_reads_the_last_usage_key() -> None:
@@ -137,3 +137,21 @@ async def test_router_cancelled_waiter_does_not_leak_a_slot() -> None:
     assert router.replicas[0].in_flight == 0
     with anyio.fail_after(1):
         router.release(await router.acquire())
+
+
+def test_public_surface_is_the_documented_helpers() -> None:
+    import nimflow.llm
+
+    assert sorted(nimflow.llm.__all__) == [
+        "ActorContext",
+        "ChatResult",
+        "ExtractResult",
+        "TokenUsage",
+        "chat",
+        "chat_many",
+        "current_actor",
+        "extract",
+        "extract_many",
+        "response_format_for",
+        "use_actor",
+    ]

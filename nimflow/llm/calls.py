@@ -1,0 +1,137 @@
+"""One chat completion through an actor's client, its failures turned into nimflow errors.
+
+`complete()` is what `chat`, `chat_many`, `extract` and `extract_many` call. `explain()` gathers what a
+message needs (for a 404, the models the server offers: one quick request) and lets errors.py word it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx2
+import openai
+
+from nimflow._exceptions import ModelCallError
+from nimflow._redact import remember_secret
+from nimflow.llm import errors
+from nimflow.llm.context import ActorContext, call_item
+
+__all__ = ["Completion", "complete", "explain"]
+
+
+async def available_models(ctx: ActorContext) -> list[str] | None:
+    """Model ids `/v1/models` offers, or None when that cannot be had quickly."""
+    try:
+        page = await ctx.client.with_options(timeout=5.0).models.list()
+        return [m.id for m in page.data]
+    except Exception:
+        return None
+
+
+async def explain(
+    exc: BaseException,
+    *,
+    ctx: ActorContext,
+    item_id: str | None = None,
+    model: str | None = None,
+) -> BaseException:
+    """A clear ModelCallError for what `ctx.client` raised; `exc` itself if it is no model error."""
+    remember_secret(ctx.client.api_key)  # a context built by hand, around plain clients
+    urls = ", ".join(ctx.replica_urls)
+    if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ModelCallError):
+        return exc.__cause__  # explained by the transport (errors.TransportFailures)
+    if isinstance(exc, openai.APITimeoutError):
+        return errors.timed_out(item_id, ctx.name, urls, None)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__
+        detail = str(cause) if cause is not None and str(cause) else "connection failed"
+        return errors.unreachable(item_id, ctx.name, urls, detail)
+    if not isinstance(exc, openai.APIStatusError):
+        return exc
+    return errors.from_status(
+        exc,
+        item_id=item_id,
+        actor=ctx.name,
+        urls=urls,
+        model=model or ctx.model,
+        api_key_name=ctx.api_key_name,
+        models=await available_models(ctx) if exc.status_code == 404 else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the helpers read of a chat completion (its first choice and the token usage)."""
+
+    content: str | None
+    refusal: str | None
+    finish_reason: str | None
+    usage: tuple[int, int] | None  # (prompt_tokens, completion_tokens)
+
+
+# Keyword arguments of `create()` that are request options, not body fields.
+_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+
+
+async def complete(
+    ctx: ActorContext,
+    messages: list[dict[str, Any]],
+    *,
+    model: str | None = None,
+    item_id: str | None = None,
+    **params: Any,
+) -> Completion:
+    """One chat completion; openai errors become nimflow errors naming the item.
+
+    It goes through the actor's openai client (its headers, status errors and the transport's
+    retries), but posts the body as given and reads the transport's parsed JSON: the SDK's
+    request transformation and response-model construction, which nothing here reads, cost about
+    as much CPU per call as everything else together.
+    """
+    model = model or ctx.model
+    body: dict[str, Any] = {"model": model, "messages": messages}
+    options: dict[str, Any] = {}
+    for key, value in params.items():
+        if isinstance(value, openai.NotGiven | openai.Omit):
+            continue
+        if key in _OPTIONS:
+            options[_OPTIONS[key]] = value
+        elif key == "extra_body":
+            body.update(value or {})
+        else:
+            body[key] = value
+    token = call_item.set(item_id)
+    try:
+        response = await ctx.client.post(
+            "/chat/completions", body=body, cast_to=httpx2.Response, options=cast("Any", options)
+        )
+        data = response.json()
+    except openai.OpenAIError as exc:
+        raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
+    except ValueError as exc:  # a plain client (no nimflow transport) got a body that is not JSON
+        raise errors.malformed(item_id, ctx.name, str(exc)) from None
+    finally:
+        call_item.reset(token)
+    return _completion(data, item_id, ctx.name)
+
+
+def _completion(data: Any, item_id: str | None, actor: str) -> Completion:
+    choices = data.get("choices") if isinstance(data, dict) else None
+    if not isinstance(choices, list):
+        raise errors.malformed(item_id, actor, f"no choices in {str(data)[:80]!r}")
+    choice = choices[0] if choices and isinstance(choices[0], dict) else None
+    message = choice.get("message") if choice is not None else None
+    message = message if isinstance(message, dict) else {}
+    usage = data.get("usage")
+    tokens = (
+        (usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0)
+        if isinstance(usage, dict)
+        else None
+    )
+    return Completion(
+        content=message.get("content"),
+        refusal=message.get("refusal"),
+        finish_reason=choice.get("finish_reason") if choice is not None else None,
+        usage=tokens,
+    )
