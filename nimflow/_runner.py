@@ -11,8 +11,8 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -26,9 +26,9 @@ from nimflow._store import Cached, CacheEntry, Store, TaskRun
 from nimflow._workflow import Graph, Node, Promise
 
 if TYPE_CHECKING:
+    from nimflow._resources import TaskResources
     from nimflow._task import TaskSpec
     from nimflow.actors.pool import ActorSession
-    from nimflow.llm.context import ActorContext
 
 log = logging.getLogger("nimflow")
 
@@ -240,7 +240,7 @@ class Runner:
         outcomes: list[_Outcome | None] = [None] * len(items)
         pending = items
         if spec.cache and items:
-            served_by = self.actors.identity(spec.actor) if (spec.actor is not None and self.actors) else None
+            served_by = await self.actors.identity(spec.actor) if (spec.actor is not None and self.actors) else None
             # Inputs that are not mapped are the same for every item: serialize them once.
             keyed = [name for name in items[0].kwargs if name not in spec.cache_ignore]
             constant = {
@@ -323,7 +323,7 @@ class Runner:
     async def _async_worker(
         self,
         node: Node,
-        ctx: ActorContext | None,
+        ctx: TaskResources | None,
         next_item: Callable[[], _Item | None],
         record: Callable[[_Item, _Outcome], None],
     ) -> None:
@@ -361,7 +361,7 @@ class Runner:
     async def _sync_worker(
         self,
         node: Node,
-        ctx: ActorContext | None,
+        ctx: TaskResources | None,
         next_item: Callable[[], _Item | None],
         record: Callable[[_Item, _Outcome], None],
     ) -> None:
@@ -376,7 +376,7 @@ class Runner:
                 return
 
     def _sync_slice(
-        self, spec: TaskSpec[..., Any], next_item: Callable[[], _Item | None], ctx: ActorContext | None
+        self, spec: TaskSpec[..., Any], next_item: Callable[[], _Item | None], ctx: TaskResources | None
     ) -> list[tuple[_Item, _Outcome]]:
         """Runs items in this worker thread until the slice is used up; returns them to be recorded."""
         finished: list[tuple[_Item, _Outcome]] = []
@@ -414,18 +414,18 @@ class Runner:
                 ) from exc
         outcome.ok, outcome.value = True, value
 
-    async def _actor_context(self, spec: TaskSpec[..., Any]) -> ActorContext | None:
+    async def _actor_context(self, spec: TaskSpec[..., Any]) -> TaskResources | None:
         if spec.actor is None:
             return None
         if self.actors is None:  # pragma: no cover - the run opens a session whenever a graph has actors
             raise NimflowError(
                 f"task {spec.name} needs actor {spec.actor.name!r} but the run has no actor session"
             )
-        return await self.actors.context_for(spec.actor)
+        return await self.actors.acquire(spec.actor)
 
     @staticmethod
-    def _task_context(ctx: ActorContext | None) -> AbstractContextManager[Any]:
-        return nullcontext() if ctx is None else _actor_scope(ctx)
+    def _task_context(ctx: TaskResources | None) -> AbstractContextManager[Any]:
+        return nullcontext() if ctx is None else ctx.scope()
 
     # -- rows ---------------------------------------------------------------------------------
 
@@ -525,16 +525,6 @@ _EMPTY_ROW: dict[str, Any] = {
     "prompt_tokens": 0,
     "completion_tokens": 0,
 }
-
-
-@contextmanager
-def _actor_scope(ctx: ActorContext) -> Iterator[Any]:
-    """Inside an actor task: nf.current_actor() answers, and its model calls are metered."""
-    from nimflow.llm.context import use_actor
-    from nimflow.llm.usage import meter
-
-    with use_actor(ctx), meter() as usage:
-        yield usage
 
 
 def _usage_columns(usage: Any) -> dict[str, int]:

@@ -92,6 +92,7 @@ class ActorReplica(SQLModel, table=True):
     last_used: float = Field(default_factory=time.time)
     started_at: float = Field(default_factory=time.time)
     status: str = "running"
+    gpus: str = ""  # comma-separated GPU ids the replica holds ("" = none)
 
 
 # --------------------------------------------------------------------------------------------------

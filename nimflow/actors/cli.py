@@ -12,6 +12,8 @@ from rich.table import Table
 
 from nimflow import secrets
 from nimflow._exceptions import NimflowError
+from nimflow._store import ActorReplica, Store
+from nimflow.actors import records
 from nimflow.actors.janitor import expires_at
 
 __all__ = ["actors_app", "secret_app"]
@@ -28,15 +30,10 @@ def _fail(exc: NimflowError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _rows() -> list[object]:
-    from sqlmodel import select
-
-    from nimflow._store import ActorReplica, Store
-
+def _rows(actor: str | None = None) -> list[ActorReplica]:
     store = Store.open()
     try:
-        with store.session() as session:
-            return list(session.exec(select(ActorReplica).order_by(ActorReplica.actor, ActorReplica.replica)))  # type: ignore[arg-type]
+        return records.list_replicas(store, actor)
     finally:
         store.close()
 
@@ -54,17 +51,17 @@ def _expires(last_used: float, ttl: float, status: str) -> str:
 @actors_app.command("ls")
 def actors_ls() -> None:
     """Replicas nimflow started and keeps warm: name, replica, container or pid, URL, config, expires-in."""
-    from nimflow._store import ActorReplica
-
-    rows = [r for r in _rows() if isinstance(r, ActorReplica)]
+    rows = _rows()
     if not rows:
         _console.print("no actor replicas are running")
         return
-    table = Table("actor", "replica", "kind", "container / pid", "url", "model", "config", "expires in")
+    table = Table(
+        "actor", "replica", "kind", "container / pid", "url", "model", "gpus", "config", "expires in"
+    )
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
         table.add_row(
-            row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.config_hash,
+            row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.gpus or "-", row.config_hash,
             _expires(row.last_used, row.ttl_seconds, row.status),
         )  # fmt: skip
     _console.print(table)
@@ -76,15 +73,14 @@ def actors_stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every replica.")] = False,
 ) -> None:
     """Stop an actor's replicas now (or all of them with --all)."""
-    from nimflow._store import ActorReplica, Store
     from nimflow.actors.janitor import stop_row
 
     if (name is None) == (not all_):
         _err.print("give an actor name, or --all (not both)")
         raise typer.Exit(2)
-    rows = [r for r in _rows() if isinstance(r, ActorReplica) and (all_ or r.actor == name)]
+    rows = _rows(None if all_ else name)
     if not rows:
-        known = sorted({r.actor for r in _rows() if isinstance(r, ActorReplica)})
+        known = sorted({r.actor for r in _rows()})
         _console.print(
             f"no replicas of {name!r} are running" + (f" (running: {', '.join(known)})" if known else "")
         )

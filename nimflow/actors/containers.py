@@ -6,7 +6,6 @@ the exact arguments given to the SDK can be checked without one.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nimflow import _config
-from nimflow._exceptions import ActorConfigError, SecretMissingError
+from nimflow._exceptions import ActorConfigError
 from nimflow.actors.servers import NIM, VLLM, parse_quantity
 from nimflow.secrets import get_secret
 
@@ -40,6 +39,7 @@ class ContainerPlan:
     command: list[str] | None = None
     mounts: dict[str, dict[str, str]] = field(default_factory=dict)  # host path -> {"bind", "mode"}
     gpu: int | str = 0  # count, or "all"
+    gpu_ids: tuple[str, ...] = ()  # this replica's own GPUs, placed by the pool
     shm_size: int | None = None
     mem_limit: int | None = None
     nano_cpus: int | None = None
@@ -49,28 +49,16 @@ class ContainerPlan:
     login: tuple[str, str, str] | None = field(default=None, repr=False)  # registry, user, secret name
     pull: bool = True
 
-    def secret_values(self) -> list[str]:
-        """Values to scrub from anything shown to the user (logs of a failed start, errors)."""
-        from nimflow.secrets import get_secret as _get
-
-        values = [v for k, v in self.env.items() if k in _SECRET_ENV]
-        if self.login:
-            with contextlib.suppress(SecretMissingError):
-                values.append(_get(self.login[2]))
-        return [v for v in values if len(v) >= 4]
-
-
-_SECRET_ENV = {"NGC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
-
 
 def container_name(actor: str, replica: int) -> str:
     return f"nimflow-{actor}-{replica}"
 
 
 def labels_for(
-    actor: str, replica: int, config_hash: str, port: int, ttl: float, model: str
+    actor: str, replica: int, config_hash: str, port: int, ttl: float, model: str, gpus: tuple[str, ...] = ()
 ) -> dict[str, str]:
     return {
+        f"{LABEL_PREFIX}gpus": ",".join(gpus),
         f"{LABEL_PREFIX}actor": actor,
         f"{LABEL_PREFIX}replica": str(replica),
         f"{LABEL_PREFIX}config": config_hash,
@@ -115,6 +103,7 @@ def plan_container(
     host_network: bool,
     home: Path | None = None,
     fetch: Fetcher | None = None,
+    gpus: tuple[str, ...] = (),
 ) -> ContainerPlan:
     home = home or _config.home()
     model = spec.model_name() or (spec.default_model_name() if isinstance(spec, NIM) else "")
@@ -124,9 +113,10 @@ def plan_container(
         name=container_name(actor, replica),
         image=spec.image,
         port=port,
-        labels=labels_for(actor, replica, spec.config_hash(), port, ttl, model),
+        labels=labels_for(actor, replica, spec.config_hash(), port, ttl, model, gpus),
         env=dict(spec.env),
         gpu=spec.gpu,
+        gpu_ids=gpus,
         shm_size=parse_quantity(spec.shm_size),
         mem_limit=parse_quantity(spec.mem),
         nano_cpus=int(spec.cpu * 1e9) if spec.cpu else None,
