@@ -24,6 +24,8 @@ from nimflow._workflow import WorkflowSpec
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from nimflow.actors.overrides import ActorOverride
+
 from nimflow._exceptions import NimflowError, RunFailedError, SerializationError, UserInputError
 
 
@@ -71,7 +73,7 @@ def run(
     *,
     inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
-    servers: Mapping[str, str] | None = None,
+    servers: Mapping[str, str | ActorOverride] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,
@@ -106,7 +108,7 @@ async def arun(
     *,
     inputs: Mapping[str, Any] | None = None,
     use_cache: bool = True,
-    servers: Mapping[str, str] | None = None,
+    servers: Mapping[str, str | ActorOverride] | None = None,
     store: Store | None = None,
     progress: ProgressFactory | None = None,
     console: Console | None = None,

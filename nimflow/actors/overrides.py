@@ -116,13 +116,6 @@ def parse_actor_flags(
     return found
 
 
-def parse_assignment(item: str) -> tuple[str, str]:
-    """ "ACTOR=SPEC" of one --server item (kept for callers that only take --server)."""
-    actor, value = _split("server", item, "nim-actor=fake")
-    parse_server_override(value)
-    return actor, value
-
-
 def as_overrides(servers: Mapping[str, str | ActorOverride] | None) -> dict[str, ActorOverride]:
     """A plain string is a --server value."""
     return {

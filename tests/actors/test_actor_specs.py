@@ -12,7 +12,7 @@ from nimflow import secrets
 from nimflow._exceptions import ActorConfigError, SecretMissingError, UserInputError
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.environment import ActorEnvironment
-from nimflow.actors.overrides import apply_override, parse_assignment, parse_server_override
+from nimflow.actors.overrides import ActorOverride, apply_override, parse_actor_flags, parse_server_override
 from nimflow.actors.servers import (
     NIM,
     VLLM,
@@ -70,9 +70,9 @@ def test_parse_server_override() -> None:
     for bad in ("docker:x", "endpoint:", "endpoint:ftp://x", "", "process:"):
         with pytest.raises(UserInputError, match="fake"):
             parse_server_override(bad)
-    assert parse_assignment("nim-actor=fake") == ("nim-actor", "fake")
+    assert parse_actor_flags(server=["nim-actor=fake"]) == {"nim-actor": ActorOverride(server="fake")}
     with pytest.raises(UserInputError, match=r"ACTOR=VALUE"):
-        parse_assignment("nim-actor")
+        parse_actor_flags(server=["nim-actor"])
 
 
 def test_apply_override_keeps_model_adapters_and_port() -> None:
