@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from nimflow._store import ActorReplica, Store
@@ -45,9 +46,19 @@ def _key(actor: str, replica: int) -> str:
 
 def save(store: Store, replicas: Iterable[Replica], *, status: str) -> None:
     """Insert or refresh rows (last_used = now); started_at is kept while the handle is the same."""
+    items = list(replicas)
+    try:
+        _save(store, items, status)
+    except IntegrityError:
+        # Another process that shares these replicas inserted the row between our read and our
+        # write (merge is read-then-insert): it exists now, so the second try updates it.
+        _save(store, items, status)
+
+
+def _save(store: Store, items: list[Replica], status: str) -> None:
     now = time.time()
     with store.session() as session:
-        for item in replicas:
+        for item in items:
             info = item.info
             key = _key(info.actor, info.replica)
             row = session.get(ActorReplica, key)
