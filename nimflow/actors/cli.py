@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +16,7 @@ from nimflow import secrets
 from nimflow._exceptions import NimflowError
 from nimflow._store import ActorReplica, Store
 from nimflow.actors import records
+from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.janitor import expires_at
 
 __all__ = ["actors_app", "secret_app"]
@@ -65,6 +68,60 @@ def actors_ls() -> None:
             _expires(row.last_used, row.ttl_seconds, row.status),
         )  # fmt: skip
     _console.print(table)
+
+
+@actors_app.command("plan")
+def actors_plan(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
+    workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME")] = None,
+    request_timeout: Annotated[
+        list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS")
+    ] = None,
+) -> None:
+    """What `nimflow run FILE` would start for each actor, without starting anything (no secret is read)."""
+    from nimflow._loader import pick_workflow
+    from nimflow.actors.overrides import check_overrides, parse_actor_flags
+    from nimflow.actors.plan import plan_actors
+
+    try:
+        flags = parse_actor_flags(
+            server=server or [],
+            model=model or [],
+            api_key=api_key or [],
+            request_timeout=request_timeout or [],
+        )
+        wf = pick_workflow(file, workflow)
+        envs = {n.task.actor.name: n.task.actor for n in wf.build() if n.task.actor is not None}
+        check_overrides(flags, envs.values())
+        store = Store.open()
+        try:
+            plans = plan_actors([e for e in envs.values() if isinstance(e, ActorEnvironment)], flags, store)
+        finally:
+            store.close()
+    except NimflowError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(plans, indent=2))
+        return
+    if not plans:
+        _console.print(f"{file} uses no actors: nothing would be started")
+    for plan in plans:
+        _console.print(f"[bold]{plan['actor']}[/]: {plan['server']}", highlight=False)
+        for key, value in plan.items():
+            if key in ("actor", "server", "notes", "containers"):
+                continue
+            _console.print(f"  {key}: {value}", highlight=False, markup=False)
+        for container in plan.get("containers", []):
+            _console.print(f"  container {container['name']}:", highlight=False)
+            for key, value in container.items():
+                if key != "name":
+                    _console.print(f"    {key}: {value}", highlight=False, markup=False)
+        for note in plan["notes"]:
+            _console.print(f"  note: {note}", highlight=False, markup=False)
 
 
 @actors_app.command("stop")

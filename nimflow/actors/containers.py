@@ -104,7 +104,10 @@ def plan_container(
     home: Path | None = None,
     fetch: Fetcher | None = None,
     gpus: tuple[str, ...] = (),
+    dry_run: bool = False,
 ) -> ContainerPlan:
+    """`dry_run` (for `nimflow actors plan`): secrets are not read (their values are left empty),
+    adapters not fetched, folders not made."""
     home = home or _config.home()
     model = spec.model_name() or (spec.default_model_name() if isinstance(spec, NIM) else "")
     plan = ContainerPlan(
@@ -123,33 +126,37 @@ def plan_container(
         host_network=host_network,
         pull=spec.pull,
     )
+    secret = (lambda name: "") if dry_run else (lambda name: _secret(actor, name))
     if isinstance(spec, NIM):
-        _plan_nim(plan, spec, home, fetch or fetch_adapters)
+        _plan_nim(plan, spec, home, fetch or fetch_adapters, secret, dry_run)
     else:
-        _plan_vllm(plan, spec, home)
+        _plan_vllm(plan, spec, home, secret, dry_run)
     return plan
 
 
-def _plan_nim(plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher) -> None:
-    actor = plan.actor
+def _plan_nim(
+    plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher, secret: Callable[[str], str], dry_run: bool
+) -> None:
     if spec.secrets.ngc_api_key:
-        plan.env["NGC_API_KEY"] = _secret(actor, spec.secrets.ngc_api_key)
+        plan.env["NGC_API_KEY"] = secret(spec.secrets.ngc_api_key)
         if spec.image.startswith(NGC_REGISTRY + "/"):
             plan.login = (NGC_REGISTRY, "$oauthtoken", spec.secrets.ngc_api_key)
     hf_token: str | None = None
     if spec.secrets.hf_token and (spec.hf_repo_ids or _has(spec.secrets.hf_token)):
-        hf_token = _secret(actor, spec.secrets.hf_token)
+        hf_token = secret(spec.secrets.hf_token)
         plan.env["HF_TOKEN"] = hf_token
     # The model download survives restarts: a host folder, shared by every NIM of this home.
     cache = home / "cache" / "nim"
-    cache.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        cache.mkdir(parents=True, exist_ok=True)
     plan.mounts[str(cache)] = {"bind": NIM_CACHE, "mode": "rw"}
     if spec.hf_repo_ids:
         peft = spec.env["NIM_PEFT_SOURCE"]
-        folder = home / "loras" / actor
-        folder.mkdir(parents=True, exist_ok=True)
-        assert hf_token is not None
-        fetch(tuple(spec.hf_repo_ids), folder, hf_token)
+        folder = home / "loras" / plan.actor
+        if not dry_run:
+            folder.mkdir(parents=True, exist_ok=True)
+            assert hf_token is not None
+            fetch(tuple(spec.hf_repo_ids), folder, hf_token)
         plan.mounts[str(folder)] = {"bind": peft, "mode": "ro"}
     # NIM images run as an unprivileged user; run as the caller so the cache stays writable.
     plan.user = _uid()
@@ -160,13 +167,16 @@ def _plan_nim(plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher) -> Non
         plan.env.setdefault("NIM_SERVED_MODEL_NAME", spec.model)
 
 
-def _plan_vllm(plan: ContainerPlan, spec: VLLM, home: Path) -> None:
+def _plan_vllm(
+    plan: ContainerPlan, spec: VLLM, home: Path, secret: Callable[[str], str], dry_run: bool
+) -> None:
     if spec.hf_token:
-        token = _secret(plan.actor, spec.hf_token)
+        token = secret(spec.hf_token)
         plan.env["HF_TOKEN"] = token
         plan.env["HUGGING_FACE_HUB_TOKEN"] = token
     cache = home / "cache" / "huggingface"
-    cache.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        cache.mkdir(parents=True, exist_ok=True)
     plan.mounts[str(cache)] = {"bind": HF_CACHE, "mode": "rw"}
     listen_port = plan.port if plan.host_network else plan.container_port
     # With host networking the server must bind loopback itself; in a bridge network it binds all
