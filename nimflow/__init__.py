@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task, workflow
     from nimflow.actors.environment import ActorEnvironment
-    from nimflow.actors.servers import NIM, VLLM, LocalProcess, NIMSecrets, OpenAIEndpoint
+    from nimflow.actors.servers import NIM, VLLM, Container, LocalProcess, NIMSecrets, OpenAIEndpoint
     from nimflow.llm.context import current_actor
     from nimflow.secrets import Secret
 
@@ -75,6 +75,7 @@ _EXPORTS: dict[str, str] = {
     "ActorEnvironment": "nimflow.actors.environment",
     "NIM": "nimflow.actors.servers",
     "VLLM": "nimflow.actors.servers",
+    "Container": "nimflow.actors.servers",
     "NIMSecrets": "nimflow.actors.servers",
     "OpenAIEndpoint": "nimflow.actors.servers",
     "LocalProcess": "nimflow.actors.servers",
@@ -100,6 +101,7 @@ __all__ = [
     "ActorError",
     "AuthenticationError",
     "BadRequestError",
+    "Container",
     "ContextLengthError",
     "DockerUnavailableError",
     "EndpointUnreachableError",

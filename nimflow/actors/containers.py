@@ -14,7 +14,7 @@ from typing import Any
 
 from nimflow import _config
 from nimflow._exceptions import ActorConfigError
-from nimflow.actors.servers import NIM, VLLM, parse_quantity
+from nimflow.actors.servers import NIM, VLLM, Container, parse_quantity
 from nimflow.secrets import get_secret
 
 __all__ = ["LABEL_PREFIX", "ContainerPlan", "container_name", "plan_container"]
@@ -96,7 +96,7 @@ Fetcher = Callable[[tuple[str, ...], Path, str], None]
 def plan_container(
     actor: str,
     replica: int,
-    spec: NIM | VLLM,
+    spec: NIM | VLLM | Container,
     *,
     port: int,
     ttl: float,
@@ -129,9 +129,30 @@ def plan_container(
     secret = (lambda name: "") if dry_run else (lambda name: _secret(actor, name))
     if isinstance(spec, NIM):
         _plan_nim(plan, spec, home, fetch or fetch_adapters, secret, dry_run)
-    else:
+    elif isinstance(spec, VLLM):
         _plan_vllm(plan, spec, home, secret, dry_run)
+    else:
+        _plan_container(plan, spec, secret)
     return plan
+
+
+def _plan_container(plan: ContainerPlan, spec: Container, secret: Callable[[str], str]) -> None:
+    if plan.host_network and plan.replica > 0 and not spec.follows_port():
+        raise ActorConfigError(
+            f"actor {plan.actor!r}: under host networking each replica of {spec.image} needs its own port, "
+            "and nothing tells the server which: write {port} in args (e.g. args=['--port', '{port}']) or "
+            "name the env var the image reads its port from (port_env='PORT')."
+        )
+    listen = plan.port if plan.host_network else (spec.port or 8000)
+    plan.container_port = listen
+    plan.command = spec.argv(listen)
+    if spec.port_env:
+        plan.env[spec.port_env] = str(listen)
+    for name in spec.secrets:
+        plan.env[name] = secret(name)
+    for host, target in spec.volumes.items():
+        plan.mounts[host] = {"bind": target, "mode": "rw"}
+    plan.labels = {**spec.labels, **plan.labels}  # nimflow's own win (their prefix is refused anyway)
 
 
 def _plan_nim(

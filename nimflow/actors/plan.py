@@ -18,7 +18,7 @@ from nimflow.actors.containers import plan_container, run_kwargs
 from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.overrides import ActorOverride, resolve_server
 from nimflow.actors.placement import assign_gpus
-from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
+from nimflow.actors.servers import NIM, VLLM, Container, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
 
 __all__ = ["HOST_NETWORK_NIM", "plan_actors"]
 
@@ -78,7 +78,7 @@ def _plan(env: ActorEnvironment, spec: ServerSpec, store: Store) -> dict[str, An
             ports=[_port(spec, i) for i in range(env.replica_count)],
         )
         return base
-    assert isinstance(spec, NIM | VLLM)
+    assert isinstance(spec, NIM | VLLM | Container)
     host_network, network_source = _host_network()
     try:
         gpus = assign_gpus(store, env.name, spec, list(range(env.replica_count)), {})

@@ -21,6 +21,7 @@ from nimflow.secrets import Secret, secret_name
 __all__ = [
     "NIM",
     "VLLM",
+    "Container",
     "FakeOpenAI",
     "LocalProcess",
     "NIMSecrets",
@@ -223,6 +224,78 @@ class VLLM(ServerSpec):
 
     def describe(self) -> str:
         return f"vLLM {self.image} serving {self.model}"
+
+
+@dataclass(frozen=True)
+class Container(ServerSpec):
+    """Any OpenAI-compatible server image (SGLang, TGI, llama.cpp's server, Ollama, a team's own).
+
+    `port` is where the server listens (and the host port of replica 0; replica i uses port + i).
+    Under host networking every replica listens on its own port: write `{port}` in `args` (or
+    `command`) and/or name an env var in `port_env` that the image reads its port from.
+    `secrets` are secret names given to the container as env vars of the same name; `volumes`
+    maps host paths to container paths; `labels` are added beside nimflow's own."""
+
+    kind: ClassVar[Kind] = "docker"
+    image: str
+    command: str | Sequence[str] | None = None
+    args: Sequence[str] = ()
+    port: int = 8000
+    port_env: str | None = None
+    health_endpoint: str | None = "/health"
+    model: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Sequence[str] = ()
+    gpu: int | Literal["all"] = 0
+    cpu: float | None = None
+    mem: str | int | None = None
+    shm_size: str | int | None = None
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout: float = 600.0
+    pull: bool = True
+
+    def __post_init__(self) -> None:
+        if self.command is not None and not isinstance(self.command, str):
+            object.__setattr__(self, "command", tuple(self.command))
+        for name in ("args", "secrets"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("env", "volumes", "labels"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
+        taken = [k for k in self.labels if k.startswith("nimflow.")]
+        if taken:
+            raise ActorConfigError(
+                f"Container {self.image}: the labels {taken} start with 'nimflow.', which nimflow keeps for its "
+                "own (actor, replica, config, port); give them another prefix."
+            )
+        shared = sorted(set(self.secrets) & set(self.env))
+        if shared:
+            raise ActorConfigError(
+                f"Container {self.image}: {shared} is both in env= and in secrets=; keep secrets in secrets= only."
+            )
+        parse_quantity(self.mem)
+        parse_quantity(self.shm_size)
+
+    def _parts(self) -> list[str]:
+        head = shlex.split(self.command) if isinstance(self.command, str) else list(self.command or ())
+        return [*head, *self.args]
+
+    def argv(self, port: int) -> list[str] | None:
+        """The container's command with `{port}` replaced; None keeps the image's own."""
+        return [p.replace("{port}", str(port)) for p in self._parts()] or None
+
+    def follows_port(self) -> bool:
+        """Whether each replica can be told its own port (needed under host networking)."""
+        return self.port_env is not None or any("{port}" in p for p in self._parts())
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    def identity(self) -> str:
+        return f"container:{self.image}:{self.model or ''}:{shlex.join(self._parts())}"
+
+    def describe(self) -> str:
+        return f"container {self.image}" + (f" serving {self.model}" if self.model else "")
 
 
 @dataclass(frozen=True)

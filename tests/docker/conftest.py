@@ -61,6 +61,16 @@ def fake_image(docker_client: Any) -> str:
     return ref
 
 
+@pytest.fixture(scope="session")
+def tiny_image(docker_client: Any) -> str:
+    spec = importlib.util.spec_from_file_location("nimflow_test_tiny_image", _HERE / "tiny_image.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ref: str = module.ensure_image(docker_client, _load_fake_image())
+    return ref
+
+
 @pytest.fixture()
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("NIMFLOW_HOME", str(tmp_path / "home"))

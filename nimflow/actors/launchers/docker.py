@@ -25,7 +25,7 @@ from nimflow._exceptions import (
 from nimflow._redact import redact, remember_secret
 from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, plan_container, run_kwargs
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
-from nimflow.actors.servers import NIM, VLLM, ServerSpec
+from nimflow.actors.servers import NIM, VLLM, Container, ServerSpec
 from nimflow.secrets import get_secret
 
 __all__ = ["DockerLauncher", "alternatives"]
@@ -107,9 +107,9 @@ class DockerLauncher:
         gpus: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ReplicaInfo:
-        if not isinstance(spec, NIM | VLLM):
+        if not isinstance(spec, NIM | VLLM | Container):
             raise ActorConfigError(
-                f"actor {actor!r}: the docker launcher runs NIM and VLLM specs, not {spec!r}."
+                f"actor {actor!r}: the docker launcher runs NIM, VLLM and Container specs, not {spec!r}."
             )
         client = self.client(actor)
         plan = plan_container(
