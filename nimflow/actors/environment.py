@@ -47,7 +47,7 @@ class ActorEnvironment:
             )
         if not isinstance(server, ServerSpec):
             raise UserInputError(
-                f"actor {name!r}: server must be nf.NIM, nf.VLLM, nf.OpenAIEndpoint or nf.LocalProcess, "
+                f"actor {name!r}: server must be nf.NIM, nf.VLLM, nf.Container, nf.OpenAIEndpoint or nf.LocalProcess, "
                 f"not {type(server).__name__}."
             )
         if replica_count < 1:

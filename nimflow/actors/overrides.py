@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from nimflow._exceptions import UserInputError
 from nimflow.actors.servers import NIM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
+from nimflow.secrets import Secret, check_secret_name
 
 __all__ = [
     "ActorOverride",
@@ -92,8 +93,6 @@ def parse_actor_flags(
     request_timeout: Sequence[str] = (),
 ) -> dict[str, ActorOverride]:
     """Every per-actor flag, each item "ACTOR=VALUE", into one ActorOverride per actor."""
-    from nimflow.secrets import check_secret_name
-
     found: dict[str, ActorOverride] = {}
 
     def put(actor: str, **values: object) -> None:
@@ -125,9 +124,8 @@ def as_overrides(servers: Mapping[str, str | ActorOverride] | None) -> dict[str,
 
 
 def _with_model(spec: ServerSpec, model: str) -> ServerSpec:
-    if isinstance(spec, FakeOpenAI | OpenAIEndpoint | LocalProcess | NIM) or hasattr(spec, "model"):
-        return dataclasses.replace(spec, model=model)  # type: ignore[type-var]
-    return spec
+    # Every spec that can be told its model has a `model` field (VLLM: the model it loads).
+    return dataclasses.replace(spec, model=model) if hasattr(spec, "model") else spec  # type: ignore[type-var]
 
 
 def resolve_server(original: ServerSpec, override: ActorOverride | None, actor: str) -> ServerSpec:
@@ -147,8 +145,6 @@ def resolve_server(original: ServerSpec, override: ActorOverride | None, actor: 
                 f"--api-key {actor}=...: actor {actor!r} is served by {spec.describe()}, which takes no "
                 "API key; --api-key is for endpoints (--server ACTOR=endpoint:URL)."
             )
-        from nimflow.secrets import Secret
-
         spec = dataclasses.replace(spec, api_key=Secret(override.api_key))
     return spec
 
