@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 import anyio.abc
@@ -22,14 +21,15 @@ import anyio.to_thread
 import httpx
 
 from nimflow._exceptions import ActorError, SecretMissingError, UserInputError
-from nimflow._resources import ActorRef, UsageCounts
+from nimflow._resources import ActorRef
 from nimflow._store import Store
 from nimflow.actors import records
+from nimflow.actors.actor import ActorResources, ActorState
 from nimflow.actors.display import ProgressDisplay
 from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT, ActorEnvironment
 from nimflow.actors.identity import serving_identity
 from nimflow.actors.launchers import launcher_for
-from nimflow.actors.launchers.base import Launcher, ReplicaInfo, free_port
+from nimflow.actors.launchers.base import ReplicaInfo, free_port
 from nimflow.actors.locks import start_lock
 from nimflow.actors.overrides import ActorOverride, as_overrides, resolve_server
 from nimflow.actors.placement import assign_gpus
@@ -50,56 +50,6 @@ MAX_RESTARTS = 3  # per replica per run
 HEARTBEAT_SECONDS = 15.0  # must stay well under janitor.IN_USE_GRACE_SECONDS
 
 
-@dataclass(frozen=True)
-class ActorResources:
-    """An acquired actor as the runner sees it (nimflow._resources.TaskResources)."""
-
-    context: ActorContext
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[UsageCounts]:
-        """Around each attempt: `nf.current_actor()` answers, and its model calls are metered."""
-        from nimflow.llm.context import use_actor
-        from nimflow.llm.usage import meter
-
-        with use_actor(self.context), meter() as usage:
-            yield usage
-
-
-@dataclass(eq=False)
-class _Actor:
-    env: ActorEnvironment
-    spec: ServerSpec
-    launcher: Launcher
-    override: ActorOverride | None = None
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    resources: ActorResources | None = None
-    error: BaseException | None = None
-    replicas: dict[int, ReplicaInfo] = field(default_factory=dict)
-    adopted: int = 0
-    restarts: dict[int, int] = field(default_factory=dict)
-    restart_locks: dict[int, anyio.Lock] = field(default_factory=dict)
-    model: str = ""
-    identity: str | None = None
-
-    @property
-    def keeps_warm(self) -> bool:
-        return self.spec.shared and self.env.ttl_seconds > 0
-
-    @property
-    def request_timeout(self) -> float:
-        chosen = self.override.request_timeout if self.override else None
-        return chosen if chosen is not None else self.env.request_timeout
-
-    def rows(self, only: int | None = None) -> list[records.Replica]:
-        ttl = self.env.ttl_seconds if self.spec.shared else 0.0
-        return [
-            records.Replica(info=info, model=self.model or info.model, ttl=ttl, gpus=info.gpus)
-            for index, info in sorted(self.replicas.items())
-            if only is None or index == only
-        ]
-
-
 class ActorSession:
     """Acquires each actor's replicas once per run and releases them at its end.
 
@@ -115,7 +65,7 @@ class ActorSession:
         self.store = store
         self._overrides = as_overrides(servers)
         self._console = console
-        self._actors: dict[str, _Actor] = {}
+        self._actors: dict[str, ActorState] = {}
         self._http: httpx.AsyncClient | None = None
         self._group: anyio.abc.TaskGroup | None = None
         self._db_lock = anyio.Lock()
@@ -179,18 +129,18 @@ class ActorSession:
         return resolve_server(env.server, self._overrides.get(env.name), env.name)
 
     def served_by(self) -> dict[str, str]:
-        return {name: self._describe(actor) for name, actor in self._actors.items()}
+        return {name: actor.describe() for name, actor in self._actors.items()}
 
     # -- acquisition ---------------------------------------------------------------------------
 
-    def _actor(self, ref: ActorRef) -> _Actor:
+    def _actor(self, ref: ActorRef) -> ActorState:
         if not isinstance(ref, ActorEnvironment):
             raise UserInputError(f"actor {ref.name!r} is not an nf.ActorEnvironment; declare it with one.")
         env = ref
         actor = self._actors.get(env.name)
         if actor is None:
             spec = self.server_for(env)
-            actor = _Actor(
+            actor = ActorState(
                 env=env, spec=spec, launcher=launcher_for(spec.kind), override=self._overrides.get(env.name)
             )
             self._actors[env.name] = actor
@@ -201,7 +151,7 @@ class ActorSession:
             )
         return actor
 
-    async def _acquire(self, actor: _Actor) -> ActorContext:
+    async def _acquire(self, actor: ActorState) -> ActorContext:
         from nimflow.llm.client import build_actor_context
 
         env, spec = actor.env, actor.spec
@@ -215,7 +165,7 @@ class ActorSession:
             else:
                 await self._adopt_or_start(actor, display)
             actor.model = await self._check_models(actor, api_key)
-            display.done(self._describe(actor))
+            display.done(actor.describe())
         await self._save(actor, "in_use")
         if spec.owned:
             self._start_heartbeat()
@@ -227,19 +177,19 @@ class ActorSession:
             urls,
             api_key=api_key,
             max_in_flight_per_replica=env.max_concurrency or DEFAULT_MAX_IN_FLIGHT,
-            served_by=self._describe(actor),
+            served_by=actor.describe(),
             on_replica_down=lambda url: self._replica_down(actor, url),
             api_key_name=spec.api_key_name if isinstance(spec, OpenAIEndpoint) else None,
             timeout=actor.request_timeout,
         )
 
-    def _api_key(self, actor: _Actor) -> str | None:
+    def _api_key(self, actor: ActorState) -> str | None:
         spec = actor.spec
         if isinstance(spec, OpenAIEndpoint) and spec.api_key_name:
             return get_secret(spec.api_key_name, needed_by=f"actor {actor.env.name!r}")
         return None
 
-    async def _adopt_or_start(self, actor: _Actor, display: ProgressDisplay) -> None:
+    async def _adopt_or_start(self, actor: ActorState, display: ProgressDisplay) -> None:
         # One critical section per home across processes: a second run waits here for the first
         # to start the replicas, then adopts them instead of starting its own.
         async with start_lock(actor.env.name, wait=actor.spec.startup_timeout + 600):
@@ -262,15 +212,9 @@ class ActorSession:
             for index in sorted(actor.replicas):
                 group.start_soon(bring_up, index)
         if errors:
-            # Nothing half-started is left behind: stop every replica of this actor we know of.
-            for info in list(actor.replicas.values()):
-                with contextlib.suppress(Exception):
-                    await anyio.to_thread.run_sync(actor.launcher.stop, info)
-                await self._forget(actor.env.name, info.replica)
-            actor.replicas.clear()
-            raise next((e for e in errors if isinstance(e, ActorError)), errors[0])
+            await self._fail_start(actor, errors)
 
-    async def _launch(self, actor: _Actor, display: ProgressDisplay) -> None:
+    async def _launch(self, actor: ActorState, display: ProgressDisplay) -> None:
         """Adopt what matches, remove what does not, start the missing replicas (not yet ready)."""
         env, spec, launcher = actor.env, actor.spec, actor.launcher
         config = spec.config_hash()
@@ -310,16 +254,20 @@ class ActorSession:
             for index in missing:
                 group.start_soon(start, index)
         if errors:
-            for info in list(actor.replicas.values()):
-                with contextlib.suppress(Exception):
-                    await anyio.to_thread.run_sync(launcher.stop, info)
-                await self._forget(env.name, info.replica)
-            actor.replicas.clear()
-            raise next((e for e in errors if isinstance(e, ActorError)), errors[0])
+            await self._fail_start(actor, errors)
+
+    async def _fail_start(self, actor: ActorState, errors: list[BaseException]) -> NoReturn:
+        """Nothing half-started is left behind: stop every replica of this actor we know of."""
+        for info in list(actor.replicas.values()):
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(actor.launcher.stop, info)
+            await self._forget(actor.env.name, info.replica)
+        actor.replicas.clear()
+        raise next((e for e in errors if isinstance(e, ActorError)), errors[0])
 
     async def _start_one(
         self,
-        actor: _Actor,
+        actor: ActorState,
         index: int,
         display: ProgressDisplay,
         *,
@@ -344,7 +292,7 @@ class ActorSession:
         await _ensure_janitor(self.store.url)
         return info
 
-    async def _check_models(self, actor: _Actor, api_key: str | None) -> str:
+    async def _check_models(self, actor: ActorState, api_key: str | None) -> str:
         models = [
             await check_models(info, actor.spec, self._client(), api_key=api_key)
             for info in actor.replicas.values()
@@ -360,7 +308,7 @@ class ActorSession:
 
     # -- restarts: tasks of the session's group --------------------------------------------------
 
-    async def _replica_down(self, actor: _Actor, url: str) -> str | None:
+    async def _replica_down(self, actor: ActorState, url: str) -> str | None:
         """Called by the routing transport when a replica refuses connections: restart it, bounded."""
         if self._group is None or not actor.spec.owned:
             return None
@@ -379,7 +327,7 @@ class ActorSession:
         await finished.wait()
         return result[0] if result else None
 
-    async def _restart(self, actor: _Actor, url: str) -> str | None:
+    async def _restart(self, actor: ActorState, url: str) -> str | None:
         wanted = url.rstrip("/")
         index = next((i for i, r in actor.replicas.items() if r.base_url.rstrip("/") == wanted), None)
         if index is None:
@@ -452,7 +400,7 @@ class ActorSession:
     # -- bookkeeping -----------------------------------------------------------------------------
 
     async def _save(
-        self, actor: _Actor, status: str, *, only: int | None = None, force: bool = False
+        self, actor: ActorState, status: str, *, only: int | None = None, force: bool = False
     ) -> None:
         rows = actor.rows(only)
         if not rows:
@@ -481,18 +429,6 @@ class ActorSession:
                         await self._save(actor, "in_use")
                     except Exception as exc:  # a busy database: the next beat tries again
                         log.warning("actor %s: heartbeat not recorded: %s", actor.env.name, exc)
-
-    def _describe(self, actor: _Actor) -> str:
-        spec = actor.spec
-        text = spec.describe()
-        if spec.shared:
-            n = actor.env.replica_count
-            text += f", {n} replica{'s' if n != 1 else ''}"
-            if actor.adopted:
-                text += f" ({actor.adopted} already running)"
-        if actor.override and actor.override.describe(actor.env.name):
-            text += f" [{actor.override.describe(actor.env.name)}]"
-        return text
 
 
 async def _ensure_janitor(db_url: str) -> None:
