@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from nimflow._run import RunResult, arun, run, workflow
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task
-    from nimflow.actors import NIM, VLLM, ActorEnvironment, LocalProcess, NIMSecrets, OpenAIEndpoint
+    from nimflow.actors.environment import ActorEnvironment
+    from nimflow.actors.servers import NIM, VLLM, Container, LocalProcess, NIMSecrets, OpenAIEndpoint
     from nimflow.llm.context import current_actor
     from nimflow.secrets import Secret
 
@@ -77,12 +78,13 @@ _EXPORTS: dict[str, str] = {
     "TaskTimeoutError": "nimflow._exceptions",
     "UserInputError": "nimflow._exceptions",
     "WorkflowDefinitionError": "nimflow._exceptions",
-    "ActorEnvironment": "nimflow.actors",
-    "NIM": "nimflow.actors",
-    "VLLM": "nimflow.actors",
-    "NIMSecrets": "nimflow.actors",
-    "OpenAIEndpoint": "nimflow.actors",
-    "LocalProcess": "nimflow.actors",
+    "ActorEnvironment": "nimflow.actors.environment",
+    "NIM": "nimflow.actors.servers",
+    "VLLM": "nimflow.actors.servers",
+    "Container": "nimflow.actors.servers",
+    "NIMSecrets": "nimflow.actors.servers",
+    "OpenAIEndpoint": "nimflow.actors.servers",
+    "LocalProcess": "nimflow.actors.servers",
     "Secret": "nimflow.secrets",
     "current_run_id": "nimflow._context",
     "current_actor": "nimflow.llm.context",
@@ -105,6 +107,7 @@ __all__ = [
     "ActorError",
     "AuthenticationError",
     "BadRequestError",
+    "Container",
     "ContextLengthError",
     "DockerUnavailableError",
     "EndpointUnreachableError",

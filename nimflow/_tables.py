@@ -83,6 +83,7 @@ class ActorReplica(SQLModel, table=True):
     last_used: float = Field(default_factory=time.time)
     started_at: float = Field(default_factory=time.time)
     status: str = "running"
+    gpus: str = ""  # comma-separated device ids the replica holds
 
 
 class Claim(SQLModel, table=True):

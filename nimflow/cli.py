@@ -30,7 +30,7 @@ from nimflow._loader import pick_workflow
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
-from nimflow.actors.overrides import parse_assignment
+from nimflow.actors.overrides import ActorOverride, parse_actor_flags
 from nimflow.testing.cli import fake_server
 
 app = typer.Typer(
@@ -80,6 +80,20 @@ def run(
             help="Serve an actor another way: fake | endpoint:URL | process:CMD. Repeatable.",
         ),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor's server serves. Repeatable."),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key", metavar="ACTOR=SECRET_NAME", help="The secret holding an endpoint's API key (its name)."
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        list[str] | None,
+        typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request of an actor."),
+    ] = None,
     every: Annotated[
         float | None,
         typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
@@ -111,7 +125,9 @@ def run(
     except click.ClickException as exc:
         exc.show()
         raise typer.Exit(2) from exc
-    servers = dict(parse_assignment(item) for item in server or [])
+    servers = parse_actor_flags(
+        server=server or [], model=model or [], api_key=api_key or [], request_timeout=request_timeout or []
+    )
     if every is not None and every <= 0:
         raise UserInputError(f"--every {every:g}: give the seconds between run starts, more than 0.")
     _setup_logging()
@@ -138,7 +154,7 @@ def run(
 
 
 def _run_once(
-    wf: WorkflowSpec[..., Any], inputs: dict[str, Any], *, use_cache: bool, servers: dict[str, str], file: str
+    wf: WorkflowSpec[..., Any], inputs: dict[str, Any], *, use_cache: bool, servers: dict[str, ActorOverride], file: str
 ) -> None:
     from nimflow._progress import live_progress
     from nimflow._run import run as run_workflow

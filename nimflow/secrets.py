@@ -16,10 +16,12 @@ from pathlib import Path
 
 from nimflow import _config
 from nimflow._exceptions import SecretMissingError, UserInputError
+from nimflow._redact import remember_secret
 
 __all__ = [
     "Secret",
     "SecretMissingError",
+    "check_secret_name",
     "delete_secret",
     "get_secret",
     "has_secret",
@@ -53,6 +55,43 @@ def _check_name(name: str) -> None:
             f"{name!r} is not a valid secret name: use letters, digits and underscores, "
             "not starting with a digit (e.g. NGC_API_KEY)."
         )
+
+
+# What API keys look like (OpenAI sk-..., NVIDIA nvapi-..., hosted catalogs ep-..., Hugging Face hf_...).
+_KEY_PREFIX = re.compile(r"^(sk|ep|nvapi|hf|gsk|pk|rk|key)[-_]", re.IGNORECASE)
+_UPPER_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def looks_like_key(value: str) -> bool:
+    """A value rather than a name: a key prefix, or long and random-looking."""
+    if _KEY_PREFIX.match(value):
+        return True
+    mixed = any(c.islower() for c in value) and any(c.isdigit() for c in value)
+    return len(value) >= 20 and mixed
+
+
+def check_secret_name(value: str, *, flag: str) -> str:
+    """`value` must name a secret; a key-looking value gets a message that never repeats it."""
+    if looks_like_key(value) or not _NAME.match(value):
+        raise UserInputError(
+            f"{flag}: this looks like an API key itself, not the name of a secret (the value is not "
+            "shown). Store it under a name (`export MY_API_KEY=...` or `nimflow secret create "
+            'MY_API_KEY`) and pass the name: nf.Secret("MY_API_KEY"), or --api-key ACTOR=MY_API_KEY.'
+        )
+    return value
+
+
+def secret_name(value: str | Secret, *, flag: str) -> str:
+    """The name behind an `api_key=`: nf.Secret("NAME"), or a plain UPPER_CASE name."""
+    if isinstance(value, Secret):
+        return value.name
+    check_secret_name(value, flag=flag)
+    if not _UPPER_NAME.match(value):
+        raise UserInputError(
+            f"{flag}: {value!r} is taken as the name of a secret; write nf.Secret({value!r}) to say so "
+            "(api_key= never takes the key itself)."
+        )
+    return value
 
 
 def secret_store_path() -> Path:
@@ -96,11 +135,9 @@ def _write(data: dict[str, str]) -> None:
 def get_secret(name: str, needed_by: str = "") -> str:
     """The secret's value from the environment, else from the store; SecretMissingError otherwise."""
     _check_name(name)
-    value = os.environ.get(name)
+    value = os.environ.get(name) or _read().get(name)
     if value:
-        return value
-    value = _read().get(name)
-    if value:
+        remember_secret(value)  # whatever shows text to the user from now on hides it
         return value
     raise SecretMissingError(name, needed_by)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -12,6 +14,9 @@ from rich.table import Table
 
 from nimflow import secrets
 from nimflow._exceptions import NimflowError
+from nimflow._store import ActorReplica, Store
+from nimflow.actors import records
+from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.janitor import expires_at
 
 __all__ = ["actors_app", "secret_app"]
@@ -28,15 +33,10 @@ def _fail(exc: NimflowError) -> typer.Exit:
     return typer.Exit(1)
 
 
-def _rows() -> list[object]:
-    from sqlmodel import select
-
-    from nimflow._store import ActorReplica, Store
-
+def _rows(actor: str | None = None) -> list[ActorReplica]:
     store = Store.open()
     try:
-        with store.session() as session:
-            return list(session.exec(select(ActorReplica).order_by(ActorReplica.actor, ActorReplica.replica)))  # type: ignore[arg-type]
+        return records.list_replicas(store, actor)
     finally:
         store.close()
 
@@ -54,20 +54,74 @@ def _expires(last_used: float, ttl: float, status: str) -> str:
 @actors_app.command("ls")
 def actors_ls() -> None:
     """Replicas nimflow started and keeps warm: name, replica, container or pid, URL, config, expires-in."""
-    from nimflow._store import ActorReplica
-
-    rows = [r for r in _rows() if isinstance(r, ActorReplica)]
+    rows = _rows()
     if not rows:
         _console.print("no actor replicas are running")
         return
-    table = Table("actor", "replica", "kind", "container / pid", "url", "model", "config", "expires in")
+    table = Table(
+        "actor", "replica", "kind", "container / pid", "url", "model", "gpus", "config", "expires in"
+    )
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
         table.add_row(
-            row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.config_hash,
+            row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.gpus or "-", row.config_hash,
             _expires(row.last_used, row.ttl_seconds, row.status),
         )  # fmt: skip
     _console.print(table)
+
+
+@actors_app.command("plan")
+def actors_plan(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
+    workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME")] = None,
+    request_timeout: Annotated[
+        list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS")
+    ] = None,
+) -> None:
+    """What `nimflow run FILE` would start for each actor, without starting anything (no secret is read)."""
+    from nimflow._loader import pick_workflow
+    from nimflow.actors.overrides import check_overrides, parse_actor_flags
+    from nimflow.actors.plan import plan_actors
+
+    try:
+        flags = parse_actor_flags(
+            server=server or [],
+            model=model or [],
+            api_key=api_key or [],
+            request_timeout=request_timeout or [],
+        )
+        wf = pick_workflow(file, workflow)
+        envs = {n.task.actor.name: n.task.actor for n in wf.build() if n.task.actor is not None}
+        check_overrides(flags, envs.values())
+        store = Store.open()
+        try:
+            plans = plan_actors([e for e in envs.values() if isinstance(e, ActorEnvironment)], flags, store)
+        finally:
+            store.close()
+    except NimflowError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(plans, indent=2))
+        return
+    if not plans:
+        _console.print(f"{file} uses no actors: nothing would be started")
+    for plan in plans:
+        _console.print(f"[bold]{plan['actor']}[/]: {plan['server']}", highlight=False)
+        for key, value in plan.items():
+            if key in ("actor", "server", "notes", "containers"):
+                continue
+            _console.print(f"  {key}: {value}", highlight=False, markup=False)
+        for container in plan.get("containers", []):
+            _console.print(f"  container {container['name']}:", highlight=False)
+            for key, value in container.items():
+                if key != "name":
+                    _console.print(f"    {key}: {value}", highlight=False, markup=False)
+        for note in plan["notes"]:
+            _console.print(f"  note: {note}", highlight=False, markup=False)
 
 
 @actors_app.command("stop")
@@ -76,15 +130,14 @@ def actors_stop(
     all_: Annotated[bool, typer.Option("--all", help="Stop every replica.")] = False,
 ) -> None:
     """Stop an actor's replicas now (or all of them with --all)."""
-    from nimflow._store import ActorReplica, Store
     from nimflow.actors.janitor import stop_row
 
     if (name is None) == (not all_):
         _err.print("give an actor name, or --all (not both)")
         raise typer.Exit(2)
-    rows = [r for r in _rows() if isinstance(r, ActorReplica) and (all_ or r.actor == name)]
+    rows = _rows(None if all_ else name)
     if not rows:
-        known = sorted({r.actor for r in _rows() if isinstance(r, ActorReplica)})
+        known = sorted({r.actor for r in _rows()})
         _console.print(
             f"no replicas of {name!r} are running" + (f" (running: {', '.join(known)})" if known else "")
         )

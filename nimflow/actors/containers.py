@@ -6,7 +6,6 @@ the exact arguments given to the SDK can be checked without one.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from nimflow import _config
-from nimflow._exceptions import ActorConfigError, SecretMissingError
-from nimflow.actors.servers import NIM, VLLM, parse_quantity
+from nimflow._exceptions import ActorConfigError
+from nimflow.actors.servers import NIM, VLLM, Container, parse_quantity
 from nimflow.secrets import get_secret
 
 __all__ = ["LABEL_PREFIX", "ContainerPlan", "container_name", "plan_container"]
@@ -40,6 +39,7 @@ class ContainerPlan:
     command: list[str] | None = None
     mounts: dict[str, dict[str, str]] = field(default_factory=dict)  # host path -> {"bind", "mode"}
     gpu: int | str = 0  # count, or "all"
+    gpu_ids: tuple[str, ...] = ()  # this replica's own GPUs, placed by the pool
     shm_size: int | None = None
     mem_limit: int | None = None
     nano_cpus: int | None = None
@@ -49,28 +49,16 @@ class ContainerPlan:
     login: tuple[str, str, str] | None = field(default=None, repr=False)  # registry, user, secret name
     pull: bool = True
 
-    def secret_values(self) -> list[str]:
-        """Values to scrub from anything shown to the user (logs of a failed start, errors)."""
-        from nimflow.secrets import get_secret as _get
-
-        values = [v for k, v in self.env.items() if k in _SECRET_ENV]
-        if self.login:
-            with contextlib.suppress(SecretMissingError):
-                values.append(_get(self.login[2]))
-        return [v for v in values if len(v) >= 4]
-
-
-_SECRET_ENV = {"NGC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"}
-
 
 def container_name(actor: str, replica: int) -> str:
     return f"nimflow-{actor}-{replica}"
 
 
 def labels_for(
-    actor: str, replica: int, config_hash: str, port: int, ttl: float, model: str
+    actor: str, replica: int, config_hash: str, port: int, ttl: float, model: str, gpus: tuple[str, ...] = ()
 ) -> dict[str, str]:
     return {
+        f"{LABEL_PREFIX}gpus": ",".join(gpus),
         f"{LABEL_PREFIX}actor": actor,
         f"{LABEL_PREFIX}replica": str(replica),
         f"{LABEL_PREFIX}config": config_hash,
@@ -108,14 +96,18 @@ Fetcher = Callable[[tuple[str, ...], Path, str], None]
 def plan_container(
     actor: str,
     replica: int,
-    spec: NIM | VLLM,
+    spec: NIM | VLLM | Container,
     *,
     port: int,
     ttl: float,
     host_network: bool,
     home: Path | None = None,
     fetch: Fetcher | None = None,
+    gpus: tuple[str, ...] = (),
+    dry_run: bool = False,
 ) -> ContainerPlan:
+    """`dry_run` (for `nimflow actors plan`): secrets are not read (their values are left empty),
+    adapters not fetched, folders not made."""
     home = home or _config.home()
     model = spec.model_name() or (spec.default_model_name() if isinstance(spec, NIM) else "")
     plan = ContainerPlan(
@@ -124,42 +116,68 @@ def plan_container(
         name=container_name(actor, replica),
         image=spec.image,
         port=port,
-        labels=labels_for(actor, replica, spec.config_hash(), port, ttl, model),
+        labels=labels_for(actor, replica, spec.config_hash(), port, ttl, model, gpus),
         env=dict(spec.env),
         gpu=spec.gpu,
+        gpu_ids=gpus,
         shm_size=parse_quantity(spec.shm_size),
         mem_limit=parse_quantity(spec.mem),
         nano_cpus=int(spec.cpu * 1e9) if spec.cpu else None,
         host_network=host_network,
         pull=spec.pull,
     )
+    secret = (lambda name: "") if dry_run else (lambda name: _secret(actor, name))
     if isinstance(spec, NIM):
-        _plan_nim(plan, spec, home, fetch or fetch_adapters)
+        _plan_nim(plan, spec, home, fetch or fetch_adapters, secret, dry_run)
+    elif isinstance(spec, VLLM):
+        _plan_vllm(plan, spec, home, secret, dry_run)
     else:
-        _plan_vllm(plan, spec, home)
+        _plan_container(plan, spec, secret)
     return plan
 
 
-def _plan_nim(plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher) -> None:
-    actor = plan.actor
+def _plan_container(plan: ContainerPlan, spec: Container, secret: Callable[[str], str]) -> None:
+    if plan.host_network and plan.replica > 0 and not spec.follows_port():
+        raise ActorConfigError(
+            f"actor {plan.actor!r}: under host networking each replica of {spec.image} needs its own port, "
+            "and nothing tells the server which: write {port} in args (e.g. args=['--port', '{port}']) or "
+            "name the env var the image reads its port from (port_env='PORT')."
+        )
+    listen = plan.port if plan.host_network else (spec.port or 8000)
+    plan.container_port = listen
+    plan.command = spec.argv(listen)
+    if spec.port_env:
+        plan.env[spec.port_env] = str(listen)
+    for name in spec.secrets:
+        plan.env[name] = secret(name)
+    for host, target in spec.volumes.items():
+        plan.mounts[host] = {"bind": target, "mode": "rw"}
+    plan.labels = {**spec.labels, **plan.labels}  # nimflow's own win (their prefix is refused anyway)
+
+
+def _plan_nim(
+    plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher, secret: Callable[[str], str], dry_run: bool
+) -> None:
     if spec.secrets.ngc_api_key:
-        plan.env["NGC_API_KEY"] = _secret(actor, spec.secrets.ngc_api_key)
+        plan.env["NGC_API_KEY"] = secret(spec.secrets.ngc_api_key)
         if spec.image.startswith(NGC_REGISTRY + "/"):
             plan.login = (NGC_REGISTRY, "$oauthtoken", spec.secrets.ngc_api_key)
     hf_token: str | None = None
     if spec.secrets.hf_token and (spec.hf_repo_ids or _has(spec.secrets.hf_token)):
-        hf_token = _secret(actor, spec.secrets.hf_token)
+        hf_token = secret(spec.secrets.hf_token)
         plan.env["HF_TOKEN"] = hf_token
     # The model download survives restarts: a host folder, shared by every NIM of this home.
     cache = home / "cache" / "nim"
-    cache.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        cache.mkdir(parents=True, exist_ok=True)
     plan.mounts[str(cache)] = {"bind": NIM_CACHE, "mode": "rw"}
     if spec.hf_repo_ids:
         peft = spec.env["NIM_PEFT_SOURCE"]
-        folder = home / "loras" / actor
-        folder.mkdir(parents=True, exist_ok=True)
-        assert hf_token is not None
-        fetch(tuple(spec.hf_repo_ids), folder, hf_token)
+        folder = home / "loras" / plan.actor
+        if not dry_run:
+            folder.mkdir(parents=True, exist_ok=True)
+            assert hf_token is not None
+            fetch(tuple(spec.hf_repo_ids), folder, hf_token)
         plan.mounts[str(folder)] = {"bind": peft, "mode": "ro"}
     # NIM images run as an unprivileged user; run as the caller so the cache stays writable.
     plan.user = _uid()
@@ -170,13 +188,16 @@ def _plan_nim(plan: ContainerPlan, spec: NIM, home: Path, fetch: Fetcher) -> Non
         plan.env.setdefault("NIM_SERVED_MODEL_NAME", spec.model)
 
 
-def _plan_vllm(plan: ContainerPlan, spec: VLLM, home: Path) -> None:
+def _plan_vllm(
+    plan: ContainerPlan, spec: VLLM, home: Path, secret: Callable[[str], str], dry_run: bool
+) -> None:
     if spec.hf_token:
-        token = _secret(plan.actor, spec.hf_token)
+        token = secret(spec.hf_token)
         plan.env["HF_TOKEN"] = token
         plan.env["HUGGING_FACE_HUB_TOKEN"] = token
     cache = home / "cache" / "huggingface"
-    cache.mkdir(parents=True, exist_ok=True)
+    if not dry_run:
+        cache.mkdir(parents=True, exist_ok=True)
     plan.mounts[str(cache)] = {"bind": HF_CACHE, "mode": "rw"}
     listen_port = plan.port if plan.host_network else plan.container_port
     # With host networking the server must bind loopback itself; in a bridge network it binds all

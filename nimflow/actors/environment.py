@@ -20,12 +20,14 @@ _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 
 
 DEFAULT_MAX_IN_FLIGHT = 256
+DEFAULT_REQUEST_TIMEOUT = 600.0  # generous: a long generation on a busy server
 
 
 class ActorEnvironment:
     """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
     of the run). `max_concurrency` caps the requests in flight per replica (default 256, the batch size
-    vLLM and NIM schedule by default: more would only queue inside the server)."""
+    vLLM and NIM schedule by default: more would only queue inside the server). `request_timeout`
+    bounds each model request, in seconds."""
 
     def __init__(
         self,
@@ -34,6 +36,7 @@ class ActorEnvironment:
         replica_count: int = 1,
         ttl_seconds: float = 900,
         max_concurrency: int | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         if not _NAME.match(name):
             raise UserInputError(
@@ -42,7 +45,7 @@ class ActorEnvironment:
             )
         if not isinstance(server, ServerSpec):
             raise UserInputError(
-                f"actor {name!r}: server must be nf.NIM, nf.VLLM, nf.OpenAIEndpoint or nf.LocalProcess, "
+                f"actor {name!r}: server must be nf.NIM, nf.VLLM, nf.Container, nf.OpenAIEndpoint or nf.LocalProcess, "
                 f"not {type(server).__name__}."
             )
         if replica_count < 1:
@@ -55,7 +58,12 @@ class ActorEnvironment:
         self.server = server
         self.replica_count = replica_count
         self.ttl_seconds = float(ttl_seconds)
+        if not request_timeout > 0:
+            raise UserInputError(
+                f"actor {name!r}: request_timeout must be above 0 seconds, not {request_timeout}."
+            )
         self.max_concurrency = max_concurrency
+        self.request_timeout = float(request_timeout)
 
     @overload
     def task(self, fn: Callable[P, R], /) -> TaskSpec[P, R]: ...

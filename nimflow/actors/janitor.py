@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nimflow import _config
+from nimflow.actors import records
+from nimflow.actors.launchers import launcher_for
 
 if TYPE_CHECKING:
-    from nimflow._store import ActorReplica
-    from nimflow.actors.launchers.base import Launcher, ReplicaInfo
+    from nimflow._store import ActorReplica, Store
+    from nimflow.actors.launchers.base import Launcher
 
-__all__ = ["HEARTBEAT_SECONDS", "IN_USE_GRACE_SECONDS", "ensure_running", "expires_at", "sweep"]
+__all__ = ["IN_USE_GRACE_SECONDS", "ensure_running", "expires_at", "stop_row", "sweep"]
 
 log = logging.getLogger("nimflow.actors.janitor")
 
-HEARTBEAT_SECONDS = 15.0
 IN_USE_GRACE_SECONDS = 60.0
 MAX_SLEEP = 5.0  # a run that ends turns in-use replicas idle: notice it soon
 MAX_LIFETIME = 30 * 24 * 3600.0  # a bound on the loop, far past any sensible TTL
@@ -66,20 +67,14 @@ def _single_instance(wait: float) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def sweep(store: object, now: float | None = None) -> float | None:
+def sweep(store: Store, now: float | None = None) -> float | None:
     """Stop expired replicas and forget vanished ones; the next expiry time, or None if none is left."""
-    from sqlmodel import select
-
-    from nimflow._store import ActorReplica, Store
-
-    assert isinstance(store, Store)
     now = time.time() if now is None else now
-    with store.session() as session:
-        rows = [r for r in session.exec(select(ActorReplica)) if r.kind in ("docker", "process", "fake")]
     next_expiry: float | None = None
-    for row in rows:
-        info = _info(row)
-        launcher = _launcher(row.kind)
+    launchers: dict[str, Launcher] = {}
+    for row in records.list_replicas(store, owned_only=True):
+        info = records.to_info(row)
+        launcher = launchers.get(row.kind) or launchers.setdefault(row.kind, launcher_for(row.kind))
         try:
             gone = not launcher.status(info).running
             expiry = expires_at(row.last_used, row.ttl_seconds, row.status)
@@ -94,61 +89,18 @@ def sweep(store: object, now: float | None = None) -> float | None:
             retry = now + MAX_SLEEP
             next_expiry = retry if next_expiry is None else min(next_expiry, retry)
             continue
-        with store.session() as session:
-            current = session.get(ActorReplica, row.id)
-            # Only forget the row if nobody re-used or replaced the replica meanwhile.
-            if current is not None and current.handle == row.handle and current.last_used == row.last_used:
-                session.delete(current)
-                session.commit()
+        records.forget_if_unchanged(store, row)
     return next_expiry
 
 
-def stop_row(store: object, row: ActorReplica) -> None:
+def stop_row(store: Store, row: ActorReplica) -> None:
     """Stop one recorded replica now and forget it (for `nimflow actors stop`)."""
-    from nimflow._store import ActorReplica, Store
-
-    assert isinstance(store, Store)
-    _launcher(row.kind).stop(_info(row))
-    with store.session() as session:
-        current = session.get(ActorReplica, row.id)
-        if current is not None:
-            session.delete(current)
-            session.commit()
+    launcher_for(row.kind).stop(records.to_info(row))
+    records.forget(store, row.actor, row.replica)
 
 
-def _info(row: ActorReplica) -> ReplicaInfo:
-    from nimflow.actors.launchers.base import ReplicaInfo
-
-    return ReplicaInfo(
-        actor=row.actor, replica=row.replica, kind=row.kind, handle=row.handle, base_url=row.base_url,
-        port=0, config_hash=row.config_hash, model=row.model, ttl=row.ttl_seconds,
-    )  # fmt: skip
-
-
-_LAUNCHERS: dict[str, Launcher] = {}
-
-
-def _launcher(kind: str) -> Launcher:
-    if kind not in _LAUNCHERS:
-        if kind == "docker":
-            from nimflow.actors.launchers.docker import DockerLauncher
-
-            _LAUNCHERS[kind] = DockerLauncher()
-        else:
-            from nimflow.actors.launchers.process import ProcessLauncher
-
-            _LAUNCHERS[kind] = ProcessLauncher()
-    return _LAUNCHERS[kind]
-
-
-def _has_rows(store: object) -> bool:
-    from sqlmodel import select
-
-    from nimflow._store import ActorReplica, Store
-
-    assert isinstance(store, Store)
-    with store.session() as session:
-        return any(r.kind in ("docker", "process", "fake") for r in session.exec(select(ActorReplica)))
+def _has_rows(store: Store) -> bool:
+    return bool(records.list_replicas(store, owned_only=True))
 
 
 def run(once: bool = False) -> int:

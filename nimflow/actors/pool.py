@@ -2,40 +2,47 @@
 
 Acquire (adopt matching replicas, replace changed ones, start the missing), wait until ready,
 hand the replica URLs to the LLM layer's routing client, restart replicas that die (bounded),
-and on release leave them warm for their TTL under the janitor's watch.
+and on release leave them warm for their TTL under the janitor's watch. The session's
+background work (heartbeats, restarts) runs in its own anyio task group; blocking work (Docker,
+processes, the database) goes through worker threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
+import anyio.abc
+import anyio.to_thread
 import httpx
 
-from nimflow._exceptions import ActorError, UserInputError
+from nimflow._exceptions import ActorError, SecretMissingError, UserInputError
 from nimflow._resources import ActorRef
-from nimflow._store import ActorReplica, Store
+from nimflow._store import Store
+from nimflow.actors import records
+from nimflow.actors.actor import ActorResources, ActorState
 from nimflow.actors.display import ProgressDisplay
 from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT, ActorEnvironment
-from nimflow.actors.launchers.base import Launcher, ReplicaInfo, free_port
-from nimflow.actors.overrides import apply_override, parse_server_override
+from nimflow.actors.identity import serving_identity
+from nimflow.actors.launchers import launcher_for
+from nimflow.actors.launchers.base import ReplicaInfo, free_port
+from nimflow.actors.locks import start_lock
+from nimflow.actors.overrides import ActorOverride, as_overrides, resolve_server
+from nimflow.actors.placement import assign_gpus
 from nimflow.actors.ready import check_models, wait_ready
-from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
+from nimflow.actors.servers import OpenAIEndpoint, ServerSpec
 from nimflow.secrets import get_secret
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from nimflow.llm.context import ActorContext
-    from nimflow.llm.usage import Usage
 
-__all__ = ["ActorSession", "parse_server_override"]
+__all__ = ["ActorResources", "ActorSession"]
 
 log = logging.getLogger("nimflow.actors")
 
@@ -43,113 +50,99 @@ MAX_RESTARTS = 3  # per replica per run
 HEARTBEAT_SECONDS = 15.0  # must stay well under janitor.IN_USE_GRACE_SECONDS
 
 
-@dataclass(eq=False)
-class _Actor:
-    env: ActorEnvironment
-    spec: ServerSpec
-    launcher: Launcher
-    override: str | None = None
-    lock: anyio.Lock = field(default_factory=anyio.Lock)
-    context: ActorContext | None = None
-    error: BaseException | None = None
-    replicas: dict[int, ReplicaInfo] = field(default_factory=dict)
-    adopted: int = 0
-    restarts: dict[int, int] = field(default_factory=dict)
-    restart_locks: dict[int, anyio.Lock] = field(default_factory=dict)
-    model: str = ""
-
-    @property
-    def keeps_warm(self) -> bool:
-        return self.spec.kind in ("docker", "process") and self.env.ttl_seconds > 0
-
-
-def default_launcher(spec: ServerSpec) -> Launcher:
-    if isinstance(spec, NIM | VLLM):
-        from nimflow.actors.launchers.docker import DockerLauncher
-
-        return DockerLauncher()
-    if isinstance(spec, LocalProcess | FakeOpenAI):
-        from nimflow.actors.launchers.process import ProcessLauncher
-
-        return ProcessLauncher()
-    from nimflow.actors.launchers.endpoint import EndpointLauncher
-
-    return EndpointLauncher()
-
-
 class ActorSession:
-    """Acquires each actor's replicas once per run and releases them at its end."""
+    """Acquires each actor's replicas once per run and releases them at its end.
+
+    `servers` maps an actor's name to what the command line changes about it: an ActorOverride,
+    or a plain `--server` value ("fake", "endpoint:URL", "process:CMD")."""
 
     def __init__(
         self,
         store: Store,
-        overrides: Mapping[str, str] | None = None,
+        servers: Mapping[str, str | ActorOverride] | None = None,
         console: Console | None = None,
-        *,
-        launchers: Mapping[str, Launcher] | None = None,
     ) -> None:
         self.store = store
-        self._raw_overrides = dict(overrides or {})
-        self._overrides = {name: parse_server_override(spec) for name, spec in self._raw_overrides.items()}
+        self._overrides = as_overrides(servers)
         self._console = console
-        self._launchers: dict[str, Launcher] = dict(launchers or {})
-        self._actors: dict[str, _Actor] = {}
+        self._actors: dict[str, ActorState] = {}
         self._http: httpx.AsyncClient | None = None
-        self._heartbeat_stop = threading.Event()
-        self._heartbeat: threading.Thread | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self._db_lock = anyio.Lock()
+        self._beating = False
+        self._closing = False
 
-    # -- what the runner calls -------------------------------------------------------------------
+    # -- the engine's protocol (nimflow._resources.ResourceSession) ------------------------------
 
     async def __aenter__(self) -> ActorSession:
         # The HTTP client for health checks is made on first use: a fully cached run needs none.
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        # Shielded: a Ctrl-C or a failed run must still stop what has no TTL and record last use.
-        with anyio.CancelScope(shield=True):
-            await self.release()
-
-    def server_for(self, env: ActorEnvironment) -> ServerSpec:
-        override = self._overrides.get(env.name)
-        return env.server if override is None else apply_override(override, env.server)
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._group is not None
+        try:
+            # Shielded: a Ctrl-C or a failed run must still stop what has no TTL and record last use.
+            with anyio.CancelScope(shield=True):
+                await self.release()
+        finally:
+            self._group.cancel_scope.cancel()
+            group, self._group = self._group, None
+            await group.__aexit__(None, None, None)
 
     async def identity(self, actor: ActorRef) -> str:
-        """What serves this actor, for cache keys; starts nothing (ResourceSession)."""
-        return self._actor(_env(actor)).spec.identity()
+        """What answers this actor's requests, for cache keys: never where it listens."""
+        state = self._actor(actor)
+        if state.identity is None:
+            try:
+                api_key = self._api_key(state)
+            except SecretMissingError:
+                api_key = None  # the acquisition that follows names the missing secret
+            state.identity = await serving_identity(state.spec, self._client(), api_key)
+        return state.identity
 
-    async def acquire(self, actor: ActorRef) -> _ActorResources:
-        """The actor's replicas, started or adopted once per run (ResourceSession)."""
-        return _ActorResources(await self.context_for(_env(actor)))
-
-    def served_by(self) -> dict[str, str]:
-        return {name: self._describe(actor) for name, actor in self._actors.items()}
-
-    async def context_for(self, env: ActorEnvironment) -> ActorContext:
-        actor = self._actor(env)
-        if actor.context is not None:
-            return actor.context
-        async with actor.lock:  # concurrent callers share the one acquisition
-            if actor.error is not None:
-                raise actor.error
-            if actor.context is None:
+    async def acquire(self, actor: ActorRef) -> ActorResources:
+        state = self._actor(actor)
+        if state.resources is not None:
+            return state.resources
+        async with state.lock:  # concurrent callers share the one acquisition
+            if state.error is not None:
+                raise state.error
+            if state.resources is None:
                 try:
-                    actor.context = await self._acquire(actor)
+                    state.resources = ActorResources(await self._acquire(state))
                 except BaseException as exc:
                     if isinstance(exc, Exception):
-                        actor.error = exc  # later callers fail the same way instead of retrying the start
+                        state.error = exc  # later callers fail the same way instead of retrying the start
                     raise
-            return actor.context
+            return state.resources
+
+    async def context_for(self, actor: ActorRef) -> ActorContext:
+        """The acquired actor's context (what `nf.current_actor()` answers inside its tasks)."""
+        return (await self.acquire(actor)).context
+
+    def server_for(self, env: ActorEnvironment) -> ServerSpec:
+        return resolve_server(env.server, self._overrides.get(env.name), env.name)
+
+    def served_by(self) -> dict[str, str]:
+        return {name: actor.describe() for name, actor in self._actors.items()}
 
     # -- acquisition ---------------------------------------------------------------------------
 
-    def _actor(self, env: ActorEnvironment) -> _Actor:
+    def _actor(self, ref: ActorRef) -> ActorState:
+        if not isinstance(ref, ActorEnvironment):
+            raise UserInputError(f"actor {ref.name!r} is not an nf.ActorEnvironment; declare it with one.")
+        env = ref
         actor = self._actors.get(env.name)
         if actor is None:
             spec = self.server_for(env)
-            launcher = self._launchers.get(spec.kind) or self._launchers.get(type(spec).__name__)
-            if launcher is None:
-                launcher = self._launchers.setdefault(spec.kind, default_launcher(spec))
-            actor = _Actor(env=env, spec=spec, launcher=launcher, override=self._raw_overrides.get(env.name))
+            actor = ActorState(
+                env=env, spec=spec, launcher=launcher_for(spec.kind), override=self._overrides.get(env.name)
+            )
             self._actors[env.name] = actor
         elif actor.env is not env and actor.env.server != env.server:
             raise UserInputError(
@@ -158,23 +151,25 @@ class ActorSession:
             )
         return actor
 
-    async def _acquire(self, actor: _Actor) -> ActorContext:
+    async def _acquire(self, actor: ActorState) -> ActorContext:
         from nimflow.llm.client import build_actor_context
 
-        env, spec, launcher = actor.env, actor.spec, actor.launcher
+        env, spec = actor.env, actor.spec
         api_key = self._api_key(actor)
         with ProgressDisplay(self._console, env.name) as display:
-            if isinstance(spec, OpenAIEndpoint):
-                info = launcher.start(env.name, 0, spec, port=0, ttl=0)
+            if not spec.owned:
+                info = await anyio.to_thread.run_sync(
+                    lambda: actor.launcher.start(env.name, 0, spec, port=0, ttl=0)
+                )
                 actor.replicas[0] = info
             else:
                 await self._adopt_or_start(actor, display)
             actor.model = await self._check_models(actor, api_key)
-            display.done(self._describe(actor))
-        self._record(actor, status="in_use")
-        if spec.kind != "endpoint":
+            display.done(actor.describe())
+        await self._save(actor, "in_use")
+        if spec.owned:
             self._start_heartbeat()
-            _ensure_janitor(self.store.url)
+            await _ensure_janitor(self.store.url)
         urls = [actor.replicas[i].base_url for i in sorted(actor.replicas)]
         return build_actor_context(
             env.name,
@@ -182,28 +177,55 @@ class ActorSession:
             urls,
             api_key=api_key,
             max_in_flight_per_replica=env.max_concurrency or DEFAULT_MAX_IN_FLIGHT,
-            served_by=self._describe(actor),
+            served_by=actor.describe(),
             on_replica_down=lambda url: self._replica_down(actor, url),
-            api_key_name=spec.api_key if isinstance(spec, OpenAIEndpoint) else None,
+            api_key_name=spec.api_key_name if isinstance(spec, OpenAIEndpoint) else None,
+            timeout=actor.request_timeout,
         )
 
-    def _api_key(self, actor: _Actor) -> str | None:
+    def _api_key(self, actor: ActorState) -> str | None:
         spec = actor.spec
-        if isinstance(spec, OpenAIEndpoint) and spec.api_key:
-            return get_secret(spec.api_key, needed_by=f"actor {actor.env.name!r}")
+        if isinstance(spec, OpenAIEndpoint) and spec.api_key_name:
+            return get_secret(spec.api_key_name, needed_by=f"actor {actor.env.name!r}")
         return None
 
-    async def _adopt_or_start(self, actor: _Actor, display: ProgressDisplay) -> None:
+    async def _adopt_or_start(self, actor: ActorState, display: ProgressDisplay) -> None:
+        # One critical section per home across processes: a second run waits here for the first
+        # to start the replicas, then adopts them instead of starting its own.
+        async with start_lock(actor.env.name, wait=actor.spec.startup_timeout + 600):
+            await self._launch(actor, display)
+
+        errors: list[BaseException] = []
+
+        async def bring_up(index: int) -> None:
+            try:
+                info = actor.replicas[index]
+                await wait_ready(
+                    actor.launcher, info, actor.spec, self._client(),
+                    progress=lambda text: display.update(index, text),
+                )  # fmt: skip
+                display.update(index, "ready")
+            except Exception as exc:
+                errors.append(exc)
+
+        async with anyio.create_task_group() as group:
+            for index in sorted(actor.replicas):
+                group.start_soon(bring_up, index)
+        if errors:
+            await self._fail_start(actor, errors)
+
+    async def _launch(self, actor: ActorState, display: ProgressDisplay) -> None:
+        """Adopt what matches, remove what does not, start the missing replicas (not yet ready)."""
         env, spec, launcher = actor.env, actor.spec, actor.launcher
         config = spec.config_hash()
         found = await anyio.to_thread.run_sync(launcher.find, env.name)
         for info in sorted(found, key=lambda i: (i.replica, not i.running)):
             keep = (
-                info.running
+                spec.shared
+                and info.running
                 and info.config_hash == config
                 and info.replica < env.replica_count
                 and info.replica not in actor.replicas
-                and spec.kind != "fake"  # a fake server belongs to the run that started it
             )
             if keep:
                 actor.replicas[info.replica] = info
@@ -214,63 +236,63 @@ class ActorSession:
             display.update(info.replica, f"replacing the old replica ({reason})")
             log.info("actor %s: removing replica %s (%s)", env.name, info.replica, reason)
             await anyio.to_thread.run_sync(launcher.stop, info)
-            self._forget(env.name, info.replica)
-
+            await self._forget(env.name, info.replica)
+        await self._save(actor, "in_use")  # adopted replicas hold their GPUs before placement
+        missing = [i for i in range(env.replica_count) if i not in actor.replicas]
+        gpus = await anyio.to_thread.run_sync(
+            lambda: assign_gpus(self.store, env.name, spec, missing, actor.replicas)
+        )
         errors: list[BaseException] = []
-        started: list[ReplicaInfo] = []
 
-        async def bring_up(index: int) -> None:
+        async def start(index: int) -> None:
             try:
-                info = actor.replicas.get(index)
-                if info is None:
-                    info = await self._start_one(actor, index, display)
-                    started.append(info)
-                await wait_ready(
-                    launcher, info, spec, self._client(), progress=lambda text: display.update(index, text)
-                )
-                display.update(index, "ready")
+                await self._start_one(actor, index, display, gpus=gpus.get(index, ()))
             except Exception as exc:
                 errors.append(exc)
 
         async with anyio.create_task_group() as group:
-            for index in range(env.replica_count):
-                group.start_soon(bring_up, index)
+            for index in missing:
+                group.start_soon(start, index)
         if errors:
-            # Nothing half-started is left behind: stop every replica of this actor we know of.
-            for info in list(actor.replicas.values()):
-                with contextlib.suppress(Exception):
-                    await anyio.to_thread.run_sync(launcher.stop, info)
-                self._forget(env.name, info.replica)
-            actor.replicas.clear()
-            first = next((e for e in errors if isinstance(e, ActorError)), errors[0])
-            raise first
+            await self._fail_start(actor, errors)
+
+    async def _fail_start(self, actor: ActorState, errors: list[BaseException]) -> NoReturn:
+        """Nothing half-started is left behind: stop every replica of this actor we know of."""
+        for info in list(actor.replicas.values()):
+            with contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(actor.launcher.stop, info)
+            await self._forget(actor.env.name, info.replica)
+        actor.replicas.clear()
+        raise next((e for e in errors if isinstance(e, ActorError)), errors[0])
 
     async def _start_one(
-        self, actor: _Actor, index: int, display: ProgressDisplay, port: int | None = None
+        self,
+        actor: ActorState,
+        index: int,
+        display: ProgressDisplay,
+        *,
+        port: int | None = None,
+        gpus: tuple[str, ...] = (),
     ) -> ReplicaInfo:
         env, spec = actor.env, actor.spec
         if port is None:
-            base = int(getattr(spec, "port", 0) or 0)
+            base = spec.base_port()
             port = base + index if base else free_port()
         display.update(index, "starting")
         info = await anyio.to_thread.run_sync(
             lambda: actor.launcher.start(
-                env.name,
-                index,
-                spec,
-                port=port,
-                ttl=env.ttl_seconds,
+                env.name, index, spec, port=port, ttl=env.ttl_seconds, gpus=gpus,
                 progress=lambda text: display.update(index, text),
             )
-        )
+        )  # fmt: skip
         actor.replicas[index] = info
         # Recorded at once, so that a run killed while the server starts still leaves a row the
-        # janitor will clean up.
-        self._record(actor, status="in_use", only=index)
-        _ensure_janitor(self.store.url)
+        # janitor will clean up (and its GPUs are seen as held by the next run).
+        await self._save(actor, "in_use", only=index)
+        await _ensure_janitor(self.store.url)
         return info
 
-    async def _check_models(self, actor: _Actor, api_key: str | None) -> str:
+    async def _check_models(self, actor: ActorState, api_key: str | None) -> str:
         models = [
             await check_models(info, actor.spec, self._client(), api_key=api_key)
             for info in actor.replicas.values()
@@ -284,16 +306,33 @@ class ActorSession:
             self._http = httpx.AsyncClient(trust_env=False)
         return self._http
 
-    # -- restarts ------------------------------------------------------------------------------
+    # -- restarts: tasks of the session's group --------------------------------------------------
 
-    async def _replica_down(self, actor: _Actor, url: str) -> str | None:
+    async def _replica_down(self, actor: ActorState, url: str) -> str | None:
         """Called by the routing transport when a replica refuses connections: restart it, bounded."""
+        if self._group is None or not actor.spec.owned:
+            return None
+        result: list[str | None] = []
+        finished = anyio.Event()
+
+        async def job() -> None:
+            try:
+                result.append(await self._restart(actor, url))
+            except Exception as exc:
+                log.warning("actor %s: restart failed: %s", actor.env.name, exc)
+            finally:
+                finished.set()
+
+        self._group.start_soon(job)
+        await finished.wait()
+        return result[0] if result else None
+
+    async def _restart(self, actor: ActorState, url: str) -> str | None:
         wanted = url.rstrip("/")
         index = next((i for i, r in actor.replicas.items() if r.base_url.rstrip("/") == wanted), None)
-        if index is None or actor.spec.kind == "endpoint":
+        if index is None:
             return None
-        lock = actor.restart_locks.setdefault(index, anyio.Lock())
-        async with lock:
+        async with actor.restart_locks.setdefault(index, anyio.Lock()):
             info = actor.replicas[index]
             if info.base_url.rstrip("/") != wanted:
                 return info.base_url  # restarted meanwhile by another caller
@@ -305,45 +344,44 @@ class ActorSession:
             if actor.restarts.get(index, 0) >= MAX_RESTARTS:
                 log.warning(
                     "actor %s replica %s: down, and restarted %s times already",
-                    actor.env.name,
-                    index,
-                    MAX_RESTARTS,
-                )
+                    actor.env.name, index, MAX_RESTARTS,
+                )  # fmt: skip
                 return None
             actor.restarts[index] = actor.restarts.get(index, 0) + 1
             log.warning("actor %s replica %s is down; restarting it", actor.env.name, index)
             try:
                 await anyio.to_thread.run_sync(actor.launcher.stop, info)
                 with ProgressDisplay(self._console, actor.env.name) as display:
-                    new = await self._start_one(actor, index, display, port=info.port)
+                    new = await self._start_one(actor, index, display, port=info.port, gpus=info.gpus)
                     await wait_ready(actor.launcher, new, actor.spec, self._client())
                     await check_models(new, actor.spec, self._client(), api_key=self._api_key(actor))
             except Exception as exc:
                 log.warning("actor %s replica %s could not be restarted: %s", actor.env.name, index, exc)
                 return None
             new.model = actor.model
-            self._record(actor, status="in_use", only=index)
+            await self._save(actor, "in_use", only=index)
             return new.base_url
 
     # -- release -------------------------------------------------------------------------------
 
     async def release(self) -> None:
-        self._heartbeat_stop.set()
+        async with self._db_lock:
+            self._closing = True  # the heartbeat writes nothing after this
         for actor in self._actors.values():
-            if actor.context is not None:
+            if actor.resources is not None:
                 from nimflow.llm.client import close_actor_context
 
                 with contextlib.suppress(Exception):
-                    await close_actor_context(actor.context)
+                    await close_actor_context(actor.resources.context)
             if not actor.replicas:
                 continue
-            if actor.spec.kind == "endpoint":  # not ours to keep warm or stop: just stop listing it
+            if not actor.spec.owned:  # not ours to keep warm or stop: just stop listing it
                 for info in list(actor.replicas.values()):
-                    self._forget(actor.env.name, info.replica)
+                    await self._forget(actor.env.name, info.replica)
                 actor.replicas.clear()
                 continue
             if actor.keeps_warm:
-                self._record(actor, status="idle")
+                await self._save(actor, "idle", force=True)
                 continue
             for info in list(actor.replicas.values()):
                 try:
@@ -351,102 +389,50 @@ class ActorSession:
                 except Exception as exc:  # the janitor retries from the row left in the database
                     log.warning("actor %s: could not stop replica %s: %s", actor.env.name, info.replica, exc)
                     continue
-                self._forget(actor.env.name, info.replica)
+                await self._forget(actor.env.name, info.replica)
             actor.replicas.clear()
         if any(a.keeps_warm and a.replicas for a in self._actors.values()):
-            _ensure_janitor(self.store.url)
+            await _ensure_janitor(self.store.url)
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _record(self, actor: _Actor, *, status: str, only: int | None = None) -> None:
-        now = time.time()
-        with self.store.session() as session:
-            for index, info in actor.replicas.items():
-                if only is not None and index != only:
-                    continue
-                key = f"{actor.env.name}/{index}"
-                row = session.get(ActorReplica, key)
-                started_at = row.started_at if row is not None and row.handle == info.handle else now
-                session.merge(
-                    ActorReplica(
-                        id=key,
-                        actor=actor.env.name,
-                        replica=index,
-                        kind=info.kind,
-                        handle=info.handle,
-                        base_url=info.base_url,
-                        config_hash=info.config_hash,
-                        model=actor.model or info.model,
-                        ttl_seconds=actor.env.ttl_seconds if info.kind != "fake" else 0.0,
-                        last_used=now,
-                        started_at=started_at,
-                        status=status,
-                    )
-                )
-            session.commit()
+    async def _save(
+        self, actor: ActorState, status: str, *, only: int | None = None, force: bool = False
+    ) -> None:
+        rows = actor.rows(only)
+        if not rows:
+            return
+        async with self._db_lock:
+            if self._closing and not force:
+                return
+            await anyio.to_thread.run_sync(lambda: records.save(self.store, rows, status=status))
 
-    def _forget(self, actor: str, replica: int) -> None:
-        with self.store.session() as session:
-            row = session.get(ActorReplica, f"{actor}/{replica}")
-            if row is not None:
-                session.delete(row)
-                session.commit()
+    async def _forget(self, actor: str, replica: int) -> None:
+        await anyio.to_thread.run_sync(records.forget, self.store, actor, replica)
 
     def _start_heartbeat(self) -> None:
         # While the run lasts, last_used moves forward so the janitor never stops a replica in use.
-        if self._heartbeat is not None:
+        if self._beating or self._group is None:
             return
+        self._beating = True
+        self._group.start_soon(self._heartbeat)
 
-        def beat() -> None:
-            while not self._heartbeat_stop.wait(HEARTBEAT_SECONDS):
-                for actor in list(self._actors.values()):
-                    if actor.replicas and actor.spec.kind != "endpoint":
-                        with contextlib.suppress(Exception):
-                            self._record(actor, status="in_use")
-
-        self._heartbeat = threading.Thread(target=beat, name="nimflow-actor-heartbeat", daemon=True)
-        self._heartbeat.start()
-
-    def _describe(self, actor: _Actor) -> str:
-        spec = actor.spec
-        text = spec.describe()
-        if spec.kind in ("docker", "process"):
-            n = actor.env.replica_count
-            text += f", {n} replica{'s' if n != 1 else ''}"
-            if actor.adopted:
-                text += f" ({actor.adopted} already running)"
-        if actor.override:
-            text += f" [--server {actor.env.name}={actor.override}]"
-        return text
+    async def _heartbeat(self) -> None:
+        while not self._closing:
+            await anyio.sleep(HEARTBEAT_SECONDS)
+            for actor in list(self._actors.values()):
+                if actor.replicas and actor.spec.owned:
+                    try:
+                        await self._save(actor, "in_use")
+                    except Exception as exc:  # a busy database: the next beat tries again
+                        log.warning("actor %s: heartbeat not recorded: %s", actor.env.name, exc)
 
 
-def _env(actor: ActorRef) -> ActorEnvironment:
-    if not isinstance(actor, ActorEnvironment):
-        raise UserInputError(f"actor {actor.name!r} is not an nf.ActorEnvironment; only those are served.")
-    return actor
-
-
-@dataclass(frozen=True)
-class _ActorResources:
-    """An acquired actor for the runner (TaskResources): each try of a task runs in its scope."""
-
-    context: ActorContext
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[Usage]:
-        """`nf.current_actor()` answers inside, and the model calls made are metered."""
-        from nimflow.llm.context import use_actor
-        from nimflow.llm.usage import meter
-
-        with use_actor(self.context), meter() as usage:
-            yield usage
-
-
-def _ensure_janitor(db_url: str) -> None:
+async def _ensure_janitor(db_url: str) -> None:
     # Imported here: `python -m nimflow.actors.janitor` must not find itself already imported.
     from nimflow.actors import janitor
 
-    janitor.ensure_running(db_url)
+    await anyio.to_thread.run_sync(janitor.ensure_running, db_url)

@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
 from nimflow._exceptions import ActorConfigError
+from nimflow.secrets import Secret, secret_name
 
 __all__ = [
     "NIM",
     "VLLM",
+    "Container",
     "FakeOpenAI",
     "LocalProcess",
     "NIMSecrets",
@@ -64,11 +66,26 @@ def _short_hash(data: Any) -> str:
 
 
 class ServerSpec:
-    """What every server spec offers to the pool."""
+    """What every server spec offers to the pool: what it needs is said by these properties, so
+    the pool never branches on the kind of server."""
 
-    kind: ClassVar[Kind]
+    kind: ClassVar[Kind]  # recorded in the replica rows: which launcher finds and stops it
     health_endpoint: str | None
     startup_timeout: float
+
+    @property
+    def owned(self) -> bool:
+        """nimflow starts and stops it (False: a server that runs without us)."""
+        return True
+
+    @property
+    def shared(self) -> bool:
+        """Kept warm for its TTL and adopted by later runs (False: it belongs to one run)."""
+        return self.owned
+
+    def base_port(self) -> int:
+        """The host port of replica 0 (replica i uses base + i); 0 picks free ports."""
+        return int(getattr(self, "port", 0) or 0)
 
     def model_name(self) -> str | None:
         """The model the server is expected to serve; None means "whatever /v1/models lists first"."""
@@ -210,26 +227,111 @@ class VLLM(ServerSpec):
 
 
 @dataclass(frozen=True)
-class OpenAIEndpoint(ServerSpec):
-    """A server that already runs (docker-compose, a hosted catalog). `api_key` is a secret's name."""
+class Container(ServerSpec):
+    """Any OpenAI-compatible server image (SGLang, TGI, llama.cpp's server, Ollama, a team's own).
 
-    kind: ClassVar[Kind] = "endpoint"
-    base_url: str
-    api_key: str | None = None
+    `port` is where the server listens (and the host port of replica 0; replica i uses port + i).
+    Under host networking every replica listens on its own port: write `{port}` in `args` (or
+    `command`) and/or name an env var in `port_env` that the image reads its port from.
+    `secrets` are secret names given to the container as env vars of the same name; `volumes`
+    maps host paths to container paths; `labels` are added beside nimflow's own."""
+
+    kind: ClassVar[Kind] = "docker"
+    image: str
+    command: str | Sequence[str] | None = None
+    args: Sequence[str] = ()
+    port: int = 8000
+    port_env: str | None = None
+    health_endpoint: str | None = "/health"
     model: str | None = None
-    health_endpoint: str | None = None
-    startup_timeout: float = 30.0
+    env: Mapping[str, str] = field(default_factory=dict)
+    secrets: Sequence[str] = ()
+    gpu: int | Literal["all"] = 0
+    cpu: float | None = None
+    mem: str | int | None = None
+    shm_size: str | int | None = None
+    volumes: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    startup_timeout: float = 600.0
+    pull: bool = True
 
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://", self.base_url):
-            raise ActorConfigError(f"endpoint {self.base_url!r} must start with http:// or https://.")
-        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.command is not None and not isinstance(self.command, str):
+            object.__setattr__(self, "command", tuple(self.command))
+        for name in ("args", "secrets"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("env", "volumes", "labels"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
+        taken = [k for k in self.labels if k.startswith("nimflow.")]
+        if taken:
+            raise ActorConfigError(
+                f"Container {self.image}: the labels {taken} start with 'nimflow.', which nimflow keeps for its "
+                "own (actor, replica, config, port); give them another prefix."
+            )
+        shared = sorted(set(self.secrets) & set(self.env))
+        if shared:
+            raise ActorConfigError(
+                f"Container {self.image}: {shared} is both in env= and in secrets=; keep secrets in secrets= only."
+            )
+        parse_quantity(self.mem)
+        parse_quantity(self.shm_size)
+
+    def _parts(self) -> list[str]:
+        head = shlex.split(self.command) if isinstance(self.command, str) else list(self.command or ())
+        return [*head, *self.args]
+
+    def argv(self, port: int) -> list[str] | None:
+        """The container's command with `{port}` replaced; None keeps the image's own."""
+        return [p.replace("{port}", str(port)) for p in self._parts()] or None
+
+    def follows_port(self) -> bool:
+        """Whether each replica can be told its own port (needed under host networking)."""
+        return self.port_env is not None or any("{port}" in p for p in self._parts())
 
     def model_name(self) -> str | None:
         return self.model
 
     def identity(self) -> str:
-        return f"endpoint:{self.base_url}:{self.model or ''}"
+        return f"container:{self.image}:{self.model or ''}:{shlex.join(self._parts())}"
+
+    def describe(self) -> str:
+        return f"container {self.image}" + (f" serving {self.model}" if self.model else "")
+
+
+@dataclass(frozen=True)
+class OpenAIEndpoint(ServerSpec):
+    """A server that already runs (docker-compose, a hosted catalog).
+
+    `api_key=nf.Secret("NAME")` names the secret holding the key (the environment or `nimflow
+    secret create NAME`); the key itself is never written in a pipeline."""
+
+    kind: ClassVar[Kind] = "endpoint"
+    base_url: str
+    api_key: str | Secret | None = None
+    model: str | None = None
+    health_endpoint: str | None = None
+    startup_timeout: float = 30.0
+
+    @property
+    def owned(self) -> bool:
+        return False
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://", self.base_url):
+            raise ActorConfigError(f"endpoint {self.base_url!r} must start with http:// or https://.")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.api_key is not None:  # kept as the name: hashes and messages see names only
+            object.__setattr__(self, "api_key", secret_name(self.api_key, flag="OpenAIEndpoint(api_key=...)"))
+
+    @property
+    def api_key_name(self) -> str | None:
+        return None if self.api_key is None else str(self.api_key)
+
+    def model_name(self) -> str | None:
+        return self.model
+
+    def identity(self) -> str:
+        return f"endpoint:{self.model or ''}"  # what answers, not where: a moved port keeps the cache
 
     def describe(self) -> str:
         return f"endpoint {self.base_url}"
@@ -265,7 +367,7 @@ class LocalProcess(ServerSpec):
         return self.model
 
     def identity(self) -> str:
-        return f"process:{shlex.join(self.argv())}:{self.model or ''}"
+        return f"process:{self.model}" if self.model else f"process:{shlex.join(self.argv())}"
 
     def describe(self) -> str:
         return f"local process `{shlex.join(self.argv())}`"
@@ -281,6 +383,10 @@ class FakeOpenAI(ServerSpec):
     latency_ms: float = 0.0
     health_endpoint: str | None = "/v1/health/ready"
     startup_timeout: float = 60.0
+
+    @property
+    def shared(self) -> bool:
+        return False  # a fake server belongs to the run that started it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "adapter_names", tuple(self.adapter_names))

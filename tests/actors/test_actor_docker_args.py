@@ -9,19 +9,17 @@ import docker.errors
 import pytest
 from docker.types import DeviceRequest
 
-from nimflow.actors import (
-    NIM,
-    VLLM,
+from nimflow._exceptions import (
     ActorConfigError,
     DockerUnavailableError,
     GPUUnavailableError,
     ImageNotAvailableError,
-    NIMSecrets,
     PortInUseError,
     SecretMissingError,
 )
 from nimflow.actors.launchers import free_port
 from nimflow.actors.launchers.docker import DockerLauncher
+from nimflow.actors.servers import NIM, VLLM, NIMSecrets
 
 NGC = "nvapi-secret-value-123"
 HF = "hf_secret_value_456"

@@ -15,20 +15,14 @@ import anyio
 import pytest
 from sqlmodel import select
 
-from nimflow._exceptions import UserInputError
+from nimflow._exceptions import ServerExitedError, UserInputError
 from nimflow._store import ActorReplica, Store
-from nimflow.actors import (
-    NIM,
-    ActorEnvironment,
-    ActorSession,
-    LocalProcess,
-    NIMSecrets,
-    OpenAIEndpoint,
-    ServerExitedError,
-    janitor,
-)
+from nimflow.actors import janitor
+from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.launchers.process import ProcessLauncher
 from nimflow.actors.overrides import check_overrides
+from nimflow.actors.pool import ActorSession
+from nimflow.actors.servers import NIM, LocalProcess, NIMSecrets, OpenAIEndpoint
 
 T = TypeVar("T")
 MODEL = "fake-model"
@@ -107,7 +101,7 @@ def test_a_second_process_adopts_a_warm_local_process() -> None:
     script = (
         "import anyio, json, sys\n"
         "from nimflow._store import Store\n"
-        "from nimflow.actors import ActorEnvironment, ActorSession, LocalProcess\n"
+        "from nimflow.actors.environment import ActorEnvironment\nfrom nimflow.actors.pool import ActorSession\nfrom nimflow.actors.servers import LocalProcess\n"
         "async def main():\n"
         f"    env = ActorEnvironment('warm', LocalProcess(command={FAKE!r}, model={MODEL!r}), ttl_seconds=60)\n"
         "    async with ActorSession(Store.open()) as s:\n"
@@ -203,12 +197,12 @@ def test_endpoint_override_and_identity_without_starting_anything() -> None:
             return identity, answer
 
         identity, answer = in_session(use, overrides)
-    assert identity == f"endpoint:{fake.base_url.rstrip('/')}:m"
+    assert identity == "endpoint:m"  # what answers, not where it listens
     assert answer == "Hello there. Bye."
 
 
 def test_endpoint_with_wrong_model_is_a_clear_error() -> None:
-    from nimflow.actors import ModelNotServedError
+    from nimflow._exceptions import ModelNotServedError
     from nimflow.testing import FakeServer
 
     with FakeServer(model="served") as fake:

@@ -9,21 +9,19 @@ import pytest
 from typer.testing import CliRunner
 
 from nimflow import secrets
-from nimflow._exceptions import SecretMissingError, UserInputError
-from nimflow.actors import (
+from nimflow._exceptions import ActorConfigError, SecretMissingError, UserInputError
+from nimflow.actors.cli import actors_app, secret_app
+from nimflow.actors.environment import ActorEnvironment
+from nimflow.actors.overrides import ActorOverride, apply_override, parse_actor_flags, parse_server_override
+from nimflow.actors.servers import (
     NIM,
     VLLM,
-    ActorConfigError,
-    ActorEnvironment,
     FakeOpenAI,
     LocalProcess,
     NIMSecrets,
     OpenAIEndpoint,
-    parse_server_override,
+    parse_quantity,
 )
-from nimflow.actors.cli import actors_app, secret_app
-from nimflow.actors.overrides import apply_override, parse_assignment
-from nimflow.actors.servers import parse_quantity
 
 IMAGE = "nvcr.io/nim/meta/llama3-8b-instruct:1.0.0"
 
@@ -46,10 +44,8 @@ def test_identities_are_known_without_starting_anything() -> None:
     assert NIM(image=IMAGE, model="m").identity() == f"nim:{IMAGE}:m:"
     vllm = VLLM(model="org/m", args=["--dtype=half", "--max-model-len=2000"])
     assert vllm.identity() == f"vllm:{vllm.image}:org/m:--dtype=half --max-model-len=2000:"
-    assert (
-        OpenAIEndpoint(base_url="http://127.0.0.1:8000/v1/").identity()
-        == "endpoint:http://127.0.0.1:8000/v1:"
-    )
+    assert OpenAIEndpoint(base_url="http://127.0.0.1:8000/v1/").identity() == "endpoint:"
+    assert OpenAIEndpoint(base_url="http://127.0.0.1:9/v1", model="m").identity() == "endpoint:m"
     assert FakeOpenAI(model="m").identity() == "fake:m:"
     assert NIM(image=IMAGE).default_model_name() == "meta/llama3-8b-instruct"
 
@@ -74,9 +70,9 @@ def test_parse_server_override() -> None:
     for bad in ("docker:x", "endpoint:", "endpoint:ftp://x", "", "process:"):
         with pytest.raises(UserInputError, match="fake"):
             parse_server_override(bad)
-    assert parse_assignment("nim-actor=fake") == ("nim-actor", "fake")
-    with pytest.raises(UserInputError, match=r"ACTOR=SPEC"):
-        parse_assignment("nim-actor")
+    assert parse_actor_flags(server=["nim-actor=fake"]) == {"nim-actor": ActorOverride(server="fake")}
+    with pytest.raises(UserInputError, match=r"ACTOR=VALUE"):
+        parse_actor_flags(server=["nim-actor"])
 
 
 def test_apply_override_keeps_model_adapters_and_port() -> None:

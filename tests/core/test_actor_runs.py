@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 import nimflow as nf
 from nimflow._store import Store, TaskRun
+from nimflow.actors.overrides import ActorOverride
 from nimflow.llm import chat_many
 from nimflow.testing import FakeServer
 
@@ -68,11 +69,17 @@ def test_a_cached_run_needs_no_server_and_a_new_server_recomputes(fake_openai_fa
     # Fully cached: nothing is asked of the (now stopped) server that served it.
     replay = nf.run(wf, n=5, servers={"llm": f"endpoint:{first.base_url}"})
     assert replay.cached == 1
-    # What served an actor task is part of its key: another server is asked again.
+    # What answers is part of the key, not where it listens: the same model elsewhere is a hit,
     second = fake_openai_factory(model="base")
-    other = nf.run(wf, n=5, servers={"llm": f"endpoint:{second.base_url}"})
+    moved = nf.run(wf, n=5, servers={"llm": f"endpoint:{second.base_url}"})
+    assert moved.cached == 1
+    assert [r for r in second.requests if r.path == "/v1/chat/completions"] == []
+    # and another model is asked again.
+    third = fake_openai_factory(model="other")
+    override = ActorOverride(server=f"endpoint:{third.base_url}", model="other")
+    other = nf.run(wf, n=5, servers={"llm": override})
     assert other.cached == 0
-    assert len([r for r in second.requests if r.path == "/v1/chat/completions"]) == 5
+    assert len([r for r in third.requests if r.path == "/v1/chat/completions"]) == 5
 
 
 def test_an_unreachable_server_fails_the_node_once_with_its_reason() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -14,18 +15,16 @@ from typing import Any, TypeVar
 import anyio
 import pytest
 
-from nimflow._store import ActorReplica, Store
-from nimflow.actors import (
-    NIM,
-    VLLM,
-    ActorEnvironment,
-    ActorSession,
+from nimflow._exceptions import (
     GPUUnavailableError,
     ImageNotAvailableError,
-    NIMSecrets,
     ServerExitedError,
     StartupTimeoutError,
 )
+from nimflow._store import ActorReplica, Store
+from nimflow.actors.environment import ActorEnvironment
+from nimflow.actors.pool import ActorSession
+from nimflow.actors.servers import NIM, VLLM, NIMSecrets
 
 T = TypeVar("T")
 MODEL = "meta/llama3-8b-instruct"
@@ -71,7 +70,8 @@ def test_start_health_and_a_real_completion(docker_client: Any, fake_image: str,
     env = ActorEnvironment(actor_name, nim(fake_image), ttl_seconds=0)
 
     async def use(session: ActorSession) -> tuple[str, str, dict[str, str]]:
-        assert await session.identity(env) == f"nim:{fake_image}:{MODEL}:"
+        digest = docker_client.images.get(fake_image).id
+        assert await session.identity(env) == f"nim:{fake_image}:{MODEL}:@{digest}"  # the image's digest
         ctx = await session.context_for(env)
         reply = await ctx.client.chat.completions.create(
             model=ctx.model, messages=[{"role": "user", "content": "The sky is blue. Grass is green."}]
@@ -115,7 +115,9 @@ ADOPT = textwrap.dedent(
     """
     import json, sys, anyio
     from nimflow._store import Store
-    from nimflow.actors import ActorEnvironment, ActorSession, NIM, NIMSecrets
+    from nimflow.actors.environment import ActorEnvironment
+    from nimflow.actors.pool import ActorSession
+    from nimflow.actors.servers import NIM, NIMSecrets
 
     async def main():
         spec = NIM(image=sys.argv[1], secrets=NIMSecrets(None, None), model=sys.argv[3], port=0, gpu=0,
@@ -227,7 +229,10 @@ def test_an_image_that_cannot_be_pulled_is_a_clear_error(docker_client: Any, act
     assert containers(docker_client, actor_name) == []
 
 
-def test_a_gpu_request_without_nvidia_runtime(docker_client: Any, fake_image: str, actor_name: str) -> None:
+def test_a_gpu_request_without_nvidia_runtime(
+    docker_client: Any, fake_image: str, actor_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NIMFLOW_GPUS", "0")  # placement passes; the engine has no runtime for it
     if any("nvidia" in r for r in docker_client.info().get("Runtimes", {})):
         pytest.skip("this engine has an NVIDIA runtime")
     env = ActorEnvironment(actor_name, nim(fake_image, gpu=1))
@@ -291,6 +296,15 @@ def test_a_killed_replica_is_restarted_and_every_item_answered_once(
                 group.start_soon(ask, i)
         logs = []
         async with httpx.AsyncClient(trust_env=False) as http:
+            # The other replica may have answered every item before the restart is ready: wait
+            # for it (bounded), its request log is the restarted server's own.
+            for _ in range(300):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (
+                        await http.get(ctx.replica_urls[1].removesuffix("/v1") + "/v1/health/ready")
+                    ).status_code == 200:
+                        break
+                await anyio.sleep(0.1)
             for url in ctx.replica_urls:
                 response = await http.get(url.removesuffix("/v1") + "/_fake/log")
                 logs.extend(response.json()["requests"])

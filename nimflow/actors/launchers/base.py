@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,7 @@ class ReplicaInfo:
     exit_code: int | None = None
     oom_killed: bool = False
     name: str = ""  # container name, for messages
+    gpus: tuple[str, ...] = ()  # GPU ids given to it
 
     @property
     def root_url(self) -> str:
@@ -50,8 +51,11 @@ class Launcher(Protocol):
         *,
         port: int,
         ttl: float,
+        gpus: Sequence[str] = (),
         progress: Progress | None = None,
-    ) -> ReplicaInfo: ...
+    ) -> ReplicaInfo:
+        """Start one replica listening on `port`, on the GPUs `gpus` (ids placed by the pool)."""
+        ...
 
     def status(self, info: ReplicaInfo) -> ReplicaInfo:
         """A fresh view: running, or exited with its exit code (or gone)."""

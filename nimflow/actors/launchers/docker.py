@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,13 @@ from nimflow._exceptions import (
     ImageNotAvailableError,
     PortInUseError,
 )
+from nimflow._redact import redact, remember_secret
 from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, plan_container, run_kwargs
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
-from nimflow.actors.servers import NIM, VLLM, ServerSpec
+from nimflow.actors.servers import NIM, VLLM, Container, ServerSpec
 from nimflow.secrets import get_secret
 
-__all__ = ["DockerLauncher", "scrub"]
-
+__all__ = ["DockerLauncher", "alternatives"]
 
 
 def alternatives(actor: str) -> str:
@@ -37,11 +37,6 @@ def alternatives(actor: str) -> str:
         f"To run without it, serve the actor another way: `nimflow run ... --server {actor}=fake` "
         f"(the fake OpenAI server) or `--server {actor}=endpoint:URL` (a server that already runs)."
     )
-
-def scrub(text: str, secrets: list[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, "***")
-    return text
 
 
 class DockerLauncher:
@@ -109,11 +104,12 @@ class DockerLauncher:
         *,
         port: int,
         ttl: float,
+        gpus: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ReplicaInfo:
-        if not isinstance(spec, NIM | VLLM):
+        if not isinstance(spec, NIM | VLLM | Container):
             raise ActorConfigError(
-                f"actor {actor!r}: the docker launcher runs NIM and VLLM specs, not {spec!r}."
+                f"actor {actor!r}: the docker launcher runs NIM, VLLM and Container specs, not {spec!r}."
             )
         client = self.client(actor)
         plan = plan_container(
@@ -125,6 +121,7 @@ class DockerLauncher:
             host_network=self.host_network(),
             home=self._home,
             fetch=self._fetch,
+            gpus=tuple(gpus),
         )
         self._ensure_image(client, plan, progress)
         if not port_is_free(plan.port):
@@ -154,7 +151,10 @@ class DockerLauncher:
             raw = self.client(info.actor).containers.get(info.handle).logs(tail=lines)
         except docker.errors.NotFound:
             return ""
-        return scrub(raw.decode(errors="replace"), _env_secrets())
+        for name in _SECRET_ENV:  # an adopted container's logs may hold keys this process never read
+            if os.environ.get(name):
+                remember_secret(os.environ[name])
+        return redact(raw.decode(errors="replace"))
 
     def stop(self, info: ReplicaInfo) -> None:
         import docker.errors
@@ -209,7 +209,7 @@ class DockerLauncher:
         except (docker.errors.APIError, docker.errors.ImageNotFound, OSError) as exc:
             raise ImageNotAvailableError(
                 f"actor {plan.actor!r}: the image {plan.image} is not on this machine and could not be "
-                f"pulled ({scrub(_reason(exc), plan.secret_values())}). Check the name and tag, your "
+                f"pulled ({redact(_reason(exc))}). Check the name and tag, your "
                 "network, and for nvcr.io images the NGC_API_KEY; or build/load the image yourself "
                 "(`docker images` lists what is here). " + alternatives(plan.actor)
             ) from None
@@ -219,7 +219,9 @@ class DockerLauncher:
         from docker.types import DeviceRequest
 
         kwargs = run_kwargs(plan)
-        if plan.gpu:
+        if plan.gpu_ids:  # placed by the pool: this replica's own GPUs
+            kwargs["device_requests"] = [DeviceRequest(device_ids=list(plan.gpu_ids), capabilities=[["gpu"]])]
+        elif plan.gpu:
             count = -1 if plan.gpu == "all" else int(plan.gpu)
             kwargs["device_requests"] = [DeviceRequest(count=count, capabilities=[["gpu"]])]
         created = False
@@ -248,8 +250,7 @@ class DockerLauncher:
                     "or set gpu=0 for a CPU image. " + alternatives(plan.actor)
                 ) from None
             raise ActorConfigError(
-                f"actor {plan.actor!r}: Docker refused to start {plan.image}: "
-                f"{scrub(text, plan.secret_values())}"
+                f"actor {plan.actor!r}: Docker refused to start {plan.image}: {redact(text)}"
             ) from None
         finally:
             if created and not ok:
@@ -274,7 +275,20 @@ class DockerLauncher:
             exit_code=None if running else state.get("ExitCode"),
             oom_killed=bool(state.get("OOMKilled")),
             name=container.name,
+            gpus=tuple(filter(None, labels.get(f"{LABEL_PREFIX}gpus", "").split(","))),
         )
+
+    def image_digest(self, image: str) -> str | None:
+        """The local image's id (its config digest), None when it is not on this machine."""
+        import docker.errors
+
+        try:
+            return str(self.client().images.get(image).id)
+        except docker.errors.ImageNotFound:
+            return None
+
+
+_SECRET_ENV = ("NGC_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def _probe_socket() -> None:
@@ -313,7 +327,3 @@ def _reason(exc: BaseException) -> str:
     explanation = getattr(exc, "explanation", None)
     text = str(explanation or exc) or type(exc).__name__
     return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
-
-
-def _env_secrets() -> list[str]:
-    return [v for k, v in os.environ.items() if k in ("NGC_API_KEY", "HF_TOKEN") and len(v) >= 4]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from nimflow._exceptions import ActorConfigError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo
 from nimflow.actors.servers import OpenAIEndpoint, ServerSpec
@@ -23,6 +25,7 @@ class EndpointLauncher:
         *,
         port: int,
         ttl: float,
+        gpus: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ReplicaInfo:
         if not isinstance(spec, OpenAIEndpoint):

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from nimflow import _config
@@ -101,6 +102,7 @@ class ProcessLauncher:
         *,
         port: int,
         ttl: float,
+        gpus: Sequence[str] = (),
         progress: Progress | None = None,
     ) -> ReplicaInfo:
         if isinstance(spec, FakeOpenAI):
