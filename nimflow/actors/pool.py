@@ -180,7 +180,7 @@ class ActorSession:
             served_by=actor.describe(),
             on_replica_down=lambda url: self._replica_down(actor, url),
             api_key_name=spec.api_key_name if isinstance(spec, OpenAIEndpoint) else None,
-            timeout=actor.request_timeout,
+            request_timeout=actor.request_timeout,
         )
 
     def _api_key(self, actor: ActorState) -> str | None:
