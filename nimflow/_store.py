@@ -39,6 +39,7 @@ class Run(SQLModel, table=True):
     outputs: str | None = None  # JSON
     pid: int | None = None  # so `nimflow kill` can reach the process that runs it
     served_by: str | None = None  # e.g. "nim-actor=fake"
+    heartbeat_at: float | None = None  # written every ~2 s while the run's process lives
 
 
 class TaskRun(SQLModel, table=True):
