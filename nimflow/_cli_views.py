@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
@@ -12,7 +14,7 @@ from rich.tree import Tree
 from nimflow._history import CacheSummary, RunInfo, TaskRunInfo, error_message
 from nimflow._status import Status
 
-__all__ = ["cache_table", "run_tree", "runs_table", "status_markup"]
+__all__ = ["cache_table", "human_outputs", "plural", "run_tree", "runs_table", "status_markup"]
 
 _STYLE = {
     Status.SUCCEEDED: "green",
@@ -74,7 +76,7 @@ def run_tree(run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = Fa
             failed = [t for t in items if t.status == Status.FAILED]
             tokens = sum(t.tokens for t in items)
             retries = sum(t.retries for t in items)
-            label += f"  {_count(len(items), 'item')}, {hits} cached, {len(failed)} failed"
+            label += f"  {plural(len(items), 'item')}, {hits} cached, {len(failed)} failed"
             label += f", attempts {sum(t.attempts for t in items)}"
             label += f", {tokens} tokens" if tokens else ""
             label += f", {retries} retries" if retries else ""
@@ -111,5 +113,22 @@ def cache_table(rows: Sequence[CacheSummary]) -> Table:
     return table
 
 
-def _count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def human_outputs(data: Any, indent: str = "") -> str:
+    """Outputs for a person: text as it is, one list item or dict entry a line, nesting indented."""
+    if isinstance(data, list) and data:
+        return "\n".join(_entry(f"{indent}- ", item, indent + "  ") for item in data)
+    if isinstance(data, dict) and data:
+        return "\n".join(_entry(f"{indent}{key}: ", value, indent + "  ") for key, value in data.items())
+    if isinstance(data, str):
+        return indent + data.replace("\n", "\n" + indent)
+    return indent + json.dumps(data, ensure_ascii=False)
+
+
+def _entry(prefix: str, value: Any, indent: str) -> str:
+    if isinstance(value, list | dict) and value:
+        return prefix.rstrip() + "\n" + human_outputs(value, indent)
+    return prefix + human_outputs(value, indent).lstrip(" ")

@@ -21,8 +21,10 @@ def make_console(*, stderr: bool = False) -> Console:
 def print_table(console: Console, table: Table) -> None:
     """Print a table without cutting a cell short: names and URLs must paste back whole.
 
-    Rich squeezes a table into the terminal with ellipses; here the table gets at least the
-    width its longest words need (a narrow terminal then wraps the long lines instead).
+    Rich squeezes a table into the terminal with ellipses; here a table wider than the terminal
+    keeps its natural width (the terminal then wraps its long lines instead).
     """
-    needed = Measurement.get(console, console.options.update(width=_PIPED_WIDTH), table).minimum
-    console.print(table, width=max(console.width, needed), soft_wrap=False)
+    natural = Measurement.get(console, console.options.update(width=_PIPED_WIDTH), table).maximum
+    if natural > console.width:
+        table.width = natural
+    console.print(table, soft_wrap=False, crop=False)

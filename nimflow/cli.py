@@ -27,7 +27,7 @@ from rich.markup import escape
 
 from nimflow import _history
 from nimflow._cli_inputs import inputs_command
-from nimflow._cli_views import cache_table, run_tree, runs_table
+from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
 from nimflow._console import make_console, print_table
 from nimflow._every import CANCELLED, run_every
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def invoke(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; every error is printed in one style."""
     try:
-        code = app(args=list(argv) if argv is not None else None, standalone_mode=False)
+        code = app(args=list(argv) if argv is not None else None, prog_name="nimflow", standalone_mode=False)
     except _USAGE_ERRORS as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `nimflow cache`: the help is the answer
             typer.echo(exc.format_message())
@@ -217,14 +217,20 @@ def _run_once(
 
 
 def _print_summary(result: Any) -> None:
+    # What served each actor was said when it became ready; not repeated here.
     if result.failures:
         _print_failures(result.failures, show_traceback=False)
-    for actor, how in result.served_by.items():
-        console.print(f"[yellow]{escape(actor)}[/]: {escape(how)}")
+    counts = ", ".join(
+        [
+            plural(len(result.nodes), "node"),
+            plural(result.items, "map item"),
+            plural(result.cached, "cache hit"),
+            plural(len(result.failures), "failure"),
+            plural(result.tokens, "token"),
+        ]
+    )
     console.print(
-        f"[green bold]run {result.run_id} succeeded[/] in {result.seconds:.1f} s: "
-        f"{len(result.nodes)} nodes, {result.items} map items, {result.cached} cache hits, "
-        f"{len(result.failures)} failures, {result.tokens} tokens. "
+        f"[green bold]run {result.run_id} succeeded[/] in {result.seconds:.1f} s: {counts}. "
         f"Outputs: nimflow outputs {result.run_id}"
     )
 
@@ -272,9 +278,9 @@ def show(
 @app.command()
 def outputs(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, for programs.")] = False,
 ) -> None:
-    """Print a run's outputs."""
+    """Print a run's outputs, readably (one list item a line), or as JSON with --json."""
     with _store() as store:
         info = _history.find_run(store, run_id)
     if info.outputs is None:
@@ -285,7 +291,7 @@ def outputs(
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
-        console.print_json(data=data)
+        sys.stdout.write(human_outputs(data) + "\n")
 
 
 @app.command()
@@ -316,14 +322,30 @@ def cache_ls() -> None:
 
 @cache_app.command("clear")
 def cache_clear(
-    task: Annotated[str | None, typer.Argument(help="Only this task (default: everything).")] = None,
+    task: Annotated[
+        str | None, typer.Argument(help="The task whose results to delete (as `nimflow cache ls` names it).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Delete the cached results of every task.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete cached results, of one task or of all."""
+    """Delete cached results, of one task or (with --all) of every task; asks first unless --yes."""
+    if (task is None) == (not all_):
+        raise click.UsageError("give a task name (see: nimflow cache ls) or --all, not both")
     with _store() as store:
+        known = {row.task: row.entries for row in _history.cache_summary(store)}
+        if task is not None and task not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            raise UserInputError(f"no cached results for task {task!r}; cached tasks: {listing}.")
+        count = known[task] if task is not None else sum(known.values())
+        what = (
+            f"the {plural(count, 'cached result')} of {task}"
+            if task
+            else f"all {plural(count, 'cached result')}"
+        )
+        if count and not yes and not typer.confirm(f"Delete {what}?", default=False):
+            raise UserInputError("nothing was deleted (add --yes to skip the question).")
         removed = _history.clear_cache(store, task)
-    if task is not None and not removed:
-        raise UserInputError(f"no cached results for task {task!r}. See: nimflow cache ls")
-    console.print(f"removed {removed} cached results" + (f" of {task}" if task else ""))
+    console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
 
 
 # The order `nimflow --help` lists them in: running, inspecting, then the rest.

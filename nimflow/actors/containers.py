@@ -81,7 +81,11 @@ def labels_for(
 
 
 def _secret(actor: str, name: str) -> str:
-    return get_secret(name, needed_by=f"actor {actor!r}")
+    try:
+        return get_secret(name, needed_by=f"actor {actor!r}")
+    except SecretMissingError:
+        hint = f"Or serve it without one: --server {actor}=fake (the fake server) or --server {actor}=endpoint:URL."
+        raise SecretMissingError(name, f"actor {actor!r}", hint) from None
 
 
 def fetch_adapters(repo_ids: tuple[str, ...], folder: Path, token: str) -> None:
