@@ -90,6 +90,10 @@ def run_tree(run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = Fa
             _add_error(branch, f"item {item.item}: ", item.error or "", tracebacks)
     if run.error and run.status not in (Status.SUCCEEDED, Status.CANCELLED):
         tree.add(f"[red]{escape(run.error)}[/]")
+    if not tracebacks and any(
+        (t.error or "").startswith("Traceback") for t in rows if t.status == Status.FAILED
+    ):
+        tree.add(f"[dim]the Python tracebacks: nimflow show {run.id} --traceback[/]")
     return tree
 
 

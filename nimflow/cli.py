@@ -267,12 +267,15 @@ def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, new
 @app.command()
 def show(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
+    tracebacks: Annotated[
+        bool, typer.Option("--traceback", help="Add the Python traceback under each failed node and item.")
+    ] = False,
 ) -> None:
-    """Show a run as a tree: status, timings, attempts, cache hits, tokens and errors per node."""
+    """Show a run as a tree: status, timings, attempts, cache hits, tokens and whole errors per node."""
     with _store() as store:
         info = _history.find_run(store, run_id)
         rows = _history.task_runs(store, info)
-    console.print(run_tree(info, rows))
+    console.print(run_tree(info, rows, tracebacks=tracebacks))
 
 
 @app.command()
@@ -301,11 +304,11 @@ def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -
         info = _history.find_run(store, run_id)
     if info.status != Status.RUNNING or info.pid is None:
         raise UserInputError(f"run {info.id} is not running (status: {info.status_text}).")
-    try:
-        os.kill(info.pid, signal.SIGINT)
+    try:  # the run records SIGTERM as "cancelled by nimflow kill"
+        os.kill(info.pid, signal.SIGTERM)
     except ProcessLookupError as exc:
         raise UserInputError(f"run {info.id} is marked running but its process {info.pid} is gone.") from exc
-    console.print(f"sent Ctrl-C to run {info.id} (pid {info.pid})")
+    console.print(f"asked run {info.id} (pid {info.pid}) to stop; its finished items stay saved")
 
 
 # --------------------------------------------------------------------------------------------------
