@@ -24,6 +24,7 @@ import click
 import typer
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from nimflow import _history
 from nimflow._cli_inputs import inputs_command
@@ -40,7 +41,18 @@ from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import parse_assignment
 from nimflow.testing.cli import fake_server
 
+# The order `nimflow --help` lists the commands in: running, inspecting, managing, testing.
+_ORDER = ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+
+
+class _Ordered(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+
+
 app = typer.Typer(
+    cls=_Ordered,
     help="Async batch-inference workflows: cached tasks, map_task, warm model servers, SQLite.",
     no_args_is_help=True,
     add_completion=False,
@@ -147,9 +159,9 @@ def run(
         bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")
     ] = False,
 ) -> int:
-    """Run a workflow: nimflow run FILE [WORKFLOW] [--input value ...].
+    """Run a workflow; its inputs are options.
 
-    WORKFLOW is needed only when FILE defines several.
+    nimflow run FILE [WORKFLOW] [--input value ...]. WORKFLOW is needed only when FILE defines several.
     The workflow's inputs become options, parsed from its signature: `--top-k 10`, `--flag/--no-flag`,
     and JSON for lists, dicts and models (`--ids '["a", "b"]'`).
     """
@@ -258,7 +270,10 @@ def _setup_logging() -> None:
 
 @app.command()
 def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20) -> None:
-    """List recent runs: status, start, duration, first error."""
+    """List recent runs.
+
+    Newest first: status (interrupted for a run whose process died), start, duration, first error.
+    """
     with _store() as store:
         rows = _history.list_runs(store, limit)
     print_table(console, runs_table(rows))
@@ -271,7 +286,10 @@ def show(
         bool, typer.Option("--traceback", help="Add the Python traceback under each failed node and item.")
     ] = False,
 ) -> None:
-    """Show a run as a tree: status, timings, attempts, cache hits, tokens and whole errors per node."""
+    """Show a run as a tree of nodes.
+
+    Per node: status, duration, attempts, cache hits, tokens, and the whole message of each failure.
+    """
     with _store() as store:
         info = _history.find_run(store, run_id)
         rows = _history.task_runs(store, info)
@@ -283,7 +301,10 @@ def outputs(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, for programs.")] = False,
 ) -> None:
-    """Print a run's outputs, readably (one list item a line), or as JSON with --json."""
+    """Print a run's outputs.
+
+    Readable by default (one list item a line); --json prints JSON for programs.
+    """
     with _store() as store:
         info = _history.find_run(store, run_id)
     if info.outputs is None:
@@ -299,7 +320,10 @@ def outputs(
 
 @app.command()
 def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -> None:
-    """Cancel a running run from another terminal (finished items stay saved)."""
+    """Cancel a running run.
+
+    From another terminal; the run stops as on Ctrl-C and its finished items stay saved.
+    """
     with _store() as store:
         info = _history.find_run(store, run_id)
     if info.status != Status.RUNNING or info.pid is None:
@@ -317,7 +341,10 @@ def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -
 
 @cache_app.command("ls")
 def cache_ls() -> None:
-    """Cached results per task: entries, versions, size, newest."""
+    """List cached results per task.
+
+    Entries, cache versions, size and newest entry; the task names are those `cache clear` takes.
+    """
     with _store() as store:
         rows = _history.cache_summary(store)
     print_table(console, cache_table(rows))
@@ -331,7 +358,10 @@ def cache_clear(
     all_: Annotated[bool, typer.Option("--all", help="Delete the cached results of every task.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete cached results, of one task or (with --all) of every task; asks first unless --yes."""
+    """Delete cached results.
+
+    Of one task, or of every task with --all; asks first unless --yes.
+    """
     if (task is None) == (not all_):
         raise click.UsageError("give a task name (see: nimflow cache ls) or --all, not both")
     with _store() as store:
@@ -351,7 +381,6 @@ def cache_clear(
     console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
 
 
-# The order `nimflow --help` lists them in: running, inspecting, then the rest.
 app.add_typer(cache_app, name="cache")
 app.add_typer(actors_app, name="actors")
 app.add_typer(secret_app, name="secret")

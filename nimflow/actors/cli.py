@@ -134,7 +134,7 @@ def secret_ls() -> None:
 
 
 @secret_app.command("delete")
-def secret_delete(name: str) -> None:
+def secret_delete(name: Annotated[str, typer.Argument(help="The secret's name.")]) -> None:
     """Remove a stored secret."""
     try:
         removed = secrets.delete_secret(name)
