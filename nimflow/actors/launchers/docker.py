@@ -30,13 +30,13 @@ from nimflow.secrets import get_secret
 __all__ = ["DockerLauncher", "scrub"]
 
 
+
 def alternatives(actor: str) -> str:
     """How to run a pipeline without a local GPU server."""
     return (
         f"To run without it, serve the actor another way: `nimflow run ... --server {actor}=fake` "
         f"(the fake OpenAI server) or `--server {actor}=endpoint:URL` (a server that already runs)."
     )
-
 
 def scrub(text: str, secrets: list[str]) -> str:
     for value in secrets:
