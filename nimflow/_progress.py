@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -16,9 +16,20 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from nimflow._recorder import NodeState
 from nimflow._status import Status
+
+
+class _StatusColumn(SpinnerColumn):
+    """The spinner while a node runs, a mark once it ended (a failed bar never completes)."""
+
+    _MARKS = {"succeeded": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[dim]-[/]"}
+
+    def render(self, task: Any) -> RenderableType:
+        mark = self._MARKS.get(task.fields.get("status", ""))
+        return Text.from_markup(mark) if mark else super().render(task)
 
 
 class _RunProgress(Progress):
@@ -28,7 +39,7 @@ class _RunProgress(Progress):
         self._states = states
         self._ids: dict[str, TaskID] = {}
         super().__init__(
-            SpinnerColumn(),
+            _StatusColumn(),
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
@@ -42,7 +53,9 @@ class _RunProgress(Progress):
     def add_nodes(self) -> None:
         """One hidden line per node, shown once it starts (adding lines while drawing would recurse)."""
         for node_id, state in self._states.items():
-            self._ids[node_id] = self.add_task(state.label, total=state.total, info="", visible=False)
+            self._ids[node_id] = self.add_task(
+                state.label, total=state.total, info="", status="", visible=False
+            )
 
     def sync(self) -> None:
         for node_id, state in list(self._states.items()):
@@ -53,10 +66,15 @@ class _RunProgress(Progress):
                 info.append(f"[cyan]{state.cached} cached[/]")
             if state.failed:
                 info.append(f"[red]{state.failed} failed[/]")
-            if state.status in (Status.FAILED, Status.SKIPPED):
+            if state.status in (Status.FAILED, Status.SKIPPED) and not state.failed:  # "1 failed" says it already
                 info.append(f"[red]{state.status}[/]")
             self.update(
-                self._ids[node_id], total=state.total, completed=state.done, info=" ".join(info), visible=True
+                self._ids[node_id],
+                total=state.total,
+                completed=state.done,
+                info=" ".join(info),
+                status=state.status,
+                visible=True,
             )
 
     def get_renderables(self) -> Iterator[Any]:

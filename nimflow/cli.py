@@ -1,4 +1,9 @@
-"""The `nimflow` command line (also `python -m nimflow`)."""
+"""The `nimflow` command line (also `python -m nimflow`): it parses and prints, nothing more.
+
+Reads go through nimflow._history, runs through nimflow._run, the `--every` loop through
+nimflow._every. Every error a user can cause prints as one `error: ...` line on stderr and exits
+1 (2 for a wrong command line); NIMFLOW_LOG=DEBUG adds the traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +14,113 @@ import logging
 import os
 import signal
 import sys
-import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import click
 import typer
-from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.table import Table
-from rich.tree import Tree
-from sqlalchemy import delete, func
-from sqlalchemy import select as sa_select
-from sqlmodel import col, select
+from typer.core import TyperGroup
 
-from nimflow import _serialize
+from nimflow import _history
+from nimflow._cli_inputs import inputs_command
+from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
+from nimflow._console import make_console, print_table
+from nimflow._every import CANCELLED, run_every
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
+from nimflow._history import error_message
 from nimflow._loader import pick_workflow
-from nimflow._store import CacheEntry, Run, Store, TaskRun
+from nimflow._status import Status
+from nimflow._store import Store
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import ActorOverride, parse_actor_flags
 from nimflow.testing.cli import fake_server
 
+# The order `nimflow --help` lists the commands in: running, inspecting, managing, testing.
+_ORDER = ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+
+
+class _Ordered(TyperGroup):
+    def list_commands(self, ctx: Any) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+
+
 app = typer.Typer(
+    cls=_Ordered,
     help="Async batch-inference workflows: cached tasks, map_task, warm model servers, SQLite.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 cache_app = typer.Typer(help="Inspect or clear cached task results.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
-app.add_typer(actors_app, name="actors")
-app.add_typer(secret_app, name="secret")
-app.command("fake-server")(fake_server)
 
-console = Console()
-err_console = Console(stderr=True)
+console = make_console()
+err_console = make_console(stderr=True)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(invoke(argv))
+
+
+def invoke(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code; every error is printed in one style."""
     try:
-        app()
+        code = app(args=list(argv) if argv is not None else None, prog_name="nimflow", standalone_mode=False)
+    except _USAGE_ERRORS as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `nimflow cache`: the help is the answer
+            typer.echo(exc.format_message())
+            return 2
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+        _error(exc.format_message() + hint)
+        return 2
+    except _CLICK_ERRORS as exc:
+        _error(exc.format_message())
+        return int(getattr(exc, "exit_code", 1))
+    except _ABORTS:
+        _error("aborted")
+        return 1
     except NimflowError as exc:
-        err_console.print(f"[red bold]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        _error(str(exc), exc)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def _click_classes(name: str) -> tuple[Any, ...]:
+    """A click exception class, and typer's copy of it (typer vendors click from 0.20 on)."""
+    classes: list[Any] = [getattr(click.exceptions, name)]
+    with contextlib.suppress(ImportError):
+        from typer._click import exceptions as typer_click
+
+        classes.append(getattr(typer_click, name))
+    return tuple(classes)
+
+
+_USAGE_ERRORS = _click_classes("UsageError")
+_CLICK_ERRORS = _click_classes("ClickException")
+_ABORTS = (click.Abort, typer.Abort)
+
+
+def _error(message: str, exc: BaseException | None = None) -> None:
+    if exc is not None and os.environ.get("NIMFLOW_LOG", "").upper() == "DEBUG":
+        err_console.print("".join(traceback.format_exception(exc)).rstrip(), markup=False, highlight=False)
+    err_console.print(f"[red bold]error:[/] {escape(message)}", highlight=False)
+
+
+@contextmanager
+def _store() -> Iterator[Store]:
+    store = Store.open()
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -67,7 +133,12 @@ def main() -> None:
 def run(
     ctx: typer.Context,
     file: Annotated[
-        Path | None, typer.Argument(help="A Python file that defines a @workflow.", show_default=False)
+        Path | None,
+        typer.Argument(
+            help="A Python file that defines a @workflow (then WORKFLOW, its name, if it defines several).",
+            metavar="FILE [WORKFLOW]",
+            show_default=False,
+        ),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Recompute every task (results are cached anew).")
@@ -101,65 +172,56 @@ def run(
     show_help: Annotated[
         bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")
     ] = False,
-) -> None:
-    """Run a workflow: nimflow run FILE [WORKFLOW] [--input value ...].
+) -> int:
+    """Run a workflow; its inputs are options.
 
-    WORKFLOW is needed only when FILE defines several.
+    nimflow run FILE [WORKFLOW] [--input value ...]. WORKFLOW is needed only when FILE defines several.
     The workflow's inputs become options, parsed from its signature: `--top-k 10`, `--flag/--no-flag`,
     and JSON for lists, dicts and models (`--ids '["a", "b"]'`).
     """
     if file is None:
         typer.echo(ctx.get_help())
-        raise typer.Exit(0 if show_help else 2)
+        return 0 if show_help else 2
     args = list(ctx.args)
     # WORKFLOW is read here rather than declared: declared, it would swallow the value of an input option.
     workflow = args.pop(0) if args and not args[0].startswith("-") else None
     wf = pick_workflow(file, workflow)
-    command = _inputs_command(wf, file)
+    command = inputs_command(wf, file)
     if show_help:
         with click.Context(command, info_name=f"nimflow run {file}") as help_ctx:
             typer.echo(command.get_help(help_ctx))
-        return
-    try:
-        inputs = command.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        raise typer.Exit(2) from exc
+        return 0
+    inputs = command.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
     servers = parse_actor_flags(
         server=server or [], model=model or [], api_key=api_key or [], request_timeout=request_timeout or []
     )
-    if every is not None and every <= 0:
-        raise UserInputError(f"--every {every:g}: give the seconds between run starts, more than 0.")
     _setup_logging()
-    next_start = time.monotonic()
-    while True:
-        try:
-            _run_once(wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
-        except typer.Exit as exc:
-            if every is None or exc.exit_code == 130:
-                raise
-            # On a schedule a failed run is recorded and reported; the next one still starts.
-        if every is None:
-            return
-        # A fixed rate: runs start every `every` seconds; a run that overruns skips the missed starts.
-        next_start += every
-        now = time.monotonic()
-        if next_start < now:
-            next_start = now + (every - (now - next_start) % every)
-        console.print(f"[dim]next run in {next_start - now:.1f} s (Ctrl-C to stop)[/]")
-        try:
-            time.sleep(next_start - now)
-        except KeyboardInterrupt:
-            return
+    once = functools.partial(_run_once, wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
+    if every is None:
+        return once()
+    return run_every(
+        every, once, lambda wait: console.print(f"[dim]next run in {wait:.1f} s (Ctrl-C to stop)[/]")
+    )
 
 
 def _run_once(
-    wf: WorkflowSpec[..., Any], inputs: dict[str, Any], *, use_cache: bool, servers: dict[str, ActorOverride], file: str
-) -> None:
+    wf: WorkflowSpec[..., Any],
+    inputs: dict[str, Any],
+    *,
+    use_cache: bool,
+    servers: dict[str, ActorOverride],
+    file: str,
+) -> int:
+    """One run, its progress and its summary; the exit code (0, 1 failed, 130 Ctrl-C)."""
     from nimflow._progress import live_progress
     from nimflow._run import run as run_workflow
 
-    progress = functools.partial(live_progress, console)
+    started: list[str] = []
+
+    def progress(run_id: str, states: Any) -> Any:
+        started.append(run_id)
+        return live_progress(console, run_id, states)
+
     try:
         result = run_workflow(
             wf,
@@ -170,36 +232,46 @@ def _run_once(
             console=console,
             source_file=file,
         )
+    except UserInputError as exc:
+        if started:
+            raise
+        # Raised before the run started: the command line was wrong (an input, a --server name).
+        raise click.UsageError(str(exc)) from exc
     except RunFailedError as exc:
-        failed = getattr(exc, "result", None)
-        if failed is not None:
-            _print_failures(failed.failures, show_traceback=True)
+        if exc.result is not None:
+            _print_failures(exc.result.failures, show_traceback=True)
         err_console.print(f"[red bold]run {exc.run_id} failed.[/] Details: nimflow show {exc.run_id}")
-        raise typer.Exit(1) from exc
+        return 1
     except KeyboardInterrupt:
         err_console.print("[yellow]cancelled[/]: finished items are saved; run the same command to resume.")
-        raise typer.Exit(130) from None
+        return CANCELLED
     _print_summary(result)
+    return 0
 
 
 def _print_summary(result: Any) -> None:
+    # What served each actor was said when it became ready; not repeated here.
     if result.failures:
         _print_failures(result.failures, show_traceback=False)
-    for actor, how in result.served_by.items():
-        console.print(f"[yellow]{actor}[/]: {how}")
+    counts = ", ".join(
+        [
+            plural(len(result.nodes), "node"),
+            plural(result.items, "map item"),
+            plural(result.cached, "cache hit"),
+            plural(len(result.failures), "failure"),
+            plural(result.tokens, "token"),
+        ]
+    )
     console.print(
-        f"[green bold]run {result.run_id} succeeded[/] in {result.seconds:.1f} s: "
-        f"{len(result.nodes)} nodes, {result.items} map items, {result.cached} cache hits, "
-        f"{len(result.failures)} failures, {result.tokens} tokens. "
+        f"[green bold]run {result.run_id} succeeded[/] in {result.seconds:.1f} s: {counts}. "
         f"Outputs: nimflow outputs {result.run_id}"
     )
 
 
 def _print_failures(failures: list[Any], *, show_traceback: bool) -> None:
     for failure in failures[:5]:
-        err_console.print(
-            f"[red]failed[/] {escape(failure.where())}: {escape(failure.error)}", highlight=False
-        )
+        message = error_message(failure.traceback) if failure.traceback else failure.error
+        err_console.print(f"[red]failed[/] {escape(failure.where())}: {escape(message)}", highlight=False)
     unexpected = [f for f in failures if not f.expected]
     if show_traceback and unexpected:
         err_console.print(unexpected[0].traceback.rstrip(), highlight=False, markup=False)
@@ -213,214 +285,75 @@ def _setup_logging() -> None:
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s")
 
 
-def _accepts_text(hint: Any, text: str) -> bool:
-    """Whether the input takes this text as it is (a str, str | None, a Literal); else it is JSON."""
-    try:
-        _serialize.validate(text, hint, "input")
-    except Exception:
-        return False
-    return True
-
-
-def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
-    """A click command whose options are the workflow's inputs, as `pyflyte run` builds them."""
-    params: list[click.Parameter] = []
-    for name, param in wf.signature.parameters.items():
-        hint = wf.input_hints[name]
-        flag = name.replace("_", "-")
-        names = [f"--{flag}"] + ([f"--{name}"] if flag != name else [])
-        required = param.default is param.empty
-        default = None if required else param.default
-        help_text = f"{_serialize.type_name(hint)}" + ("" if required else f" (default: {default!r})")
-        if hint is bool:
-            params.append(
-                click.Option([f"--{flag}/--no-{flag}"], default=default, required=required, help=help_text)
-            )
-            continue
-        click_type: Any = {int: click.INT, float: click.FLOAT, str: click.STRING}.get(hint, click.STRING)
-        params.append(
-            click.Option(
-                names, type=click_type, required=required, default=None, help=help_text, show_default=False
-            )
-        )
-
-    def callback(**values: Any) -> dict[str, Any]:
-        inputs: dict[str, Any] = {}
-        for name, raw in values.items():
-            if raw is None:
-                continue
-            if isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
-                with contextlib.suppress(json.JSONDecodeError):  # validation says what was expected
-                    raw = json.loads(raw)
-            inputs[name] = raw
-        from nimflow._run import validate_inputs
-
-        try:
-            return validate_inputs(wf, inputs)
-        except UserInputError as exc:
-            raise click.UsageError(str(exc)) from exc
-
-    return click.Command(
-        name=wf.name, params=params, callback=callback, help=(wf.fn.__doc__ or f"Run workflow {wf.name}.")
-    )
-
-
 # --------------------------------------------------------------------------------------------------
 # Inspecting runs
 
 
-def _store() -> Store:
-    return Store.open()
-
-
-def _find_run(store: Store, run_id: str | None) -> Run:
-    with store.session() as session:
-        if run_id is None:
-            latest = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(1)).first()
-            if latest is None:
-                raise UserInputError("no runs yet. Start one with: nimflow run FILE")
-            return latest
-        matches = session.exec(select(Run).where(col(Run.id).startswith(run_id)).limit(2)).all()
-    if not matches:
-        raise UserInputError(f"no run {run_id!r}. List runs with: nimflow runs")
-    if len(matches) > 1:
-        raise UserInputError(f"run id {run_id!r} is ambiguous; give more characters.")
-    return matches[0]
-
-
-def _duration(start: float | None, end: float | None) -> str:
-    if start is None:
-        return ""
-    return f"{(end or time.time()) - start:.2f}s"
-
-
-def _status(row: Run) -> str:
-    """A run still marked running whose process is gone was killed (kill -9, a crash, a reboot)."""
-    if row.status == "running" and row.pid is not None:
-        try:
-            os.kill(row.pid, 0)
-        except ProcessLookupError:
-            return "interrupted"
-        except PermissionError:
-            pass
-    return row.status
-
-
-_STATUS_STYLE = {
-    "succeeded": "green",
-    "failed": "red",
-    "running": "yellow",
-    "skipped": "dim",
-    "cancelled": "magenta",
-    "interrupted": "magenta",
-}
-
-
 @app.command()
 def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20) -> None:
-    """List recent runs."""
-    store = _store()
-    with store.session() as session:
-        rows = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)).all()
-    table = Table("run", "workflow", "status", "started", "duration", "error")
-    for row in rows:
-        status = _status(row)
-        style = _STATUS_STYLE.get(status, "")
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row.started_at))
-        table.add_row(
-            row.id,
-            row.workflow,
-            f"[{style}]{status}[/]",
-            started,
-            _duration(row.started_at, row.ended_at),
-            escape((row.error or "")[:80]),
-        )
-    console.print(table)
+    """List recent runs.
+
+    Newest first: status (interrupted for a run whose process died), start, duration, first error.
+    """
+    with _store() as store:
+        rows = _history.list_runs(store, limit)
+    print_table(console, runs_table(rows))
 
 
 @app.command()
 def show(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
+    tracebacks: Annotated[
+        bool, typer.Option("--traceback", help="Add the Python traceback under each failed node and item.")
+    ] = False,
 ) -> None:
-    """Show a run as a tree: status, timings, attempts, cache hits, tokens and errors per node."""
-    store = _store()
-    row = _find_run(store, run_id)
-    with store.session() as session:
-        task_runs = session.exec(select(TaskRun).where(TaskRun.run_id == row.id)).all()
-    status = _status(row)
-    style = _STATUS_STYLE.get(status, "")
-    tree = Tree(
-        f"[bold]run {row.id}[/] {row.workflow} [{style}]{status}[/] {_duration(row.started_at, row.ended_at)}"
-        + (f"  inputs {row.inputs}" if row.inputs != "{}" else "")
-    )
-    if row.served_by:
-        for actor, how in json.loads(row.served_by).items():
-            tree.add(f"[yellow]{actor}[/]: {how}")
-    nodes = sorted((t for t in task_runs if t.item is None), key=lambda t: int(t.node[1:]))
-    items_by_node: dict[str, list[TaskRun]] = {}
-    for t in task_runs:
-        if t.item is not None:
-            items_by_node.setdefault(t.node, []).append(t)
-    for node in nodes:
-        items = items_by_node.get(node.node, [])
-        st = _STATUS_STYLE.get(node.status, "")
-        label = f"{node.node} [bold]{node.task}[/] [{st}]{node.status}[/] {_duration(node.started_at, node.ended_at)}"
-        if items:
-            hits = sum(t.cache_hit for t in items)
-            failed = [t for t in items if t.status == "failed"]
-            tokens = sum(t.prompt_tokens + t.completion_tokens for t in items)
-            retries = sum(t.retries for t in items)
-            label += f"  {len(items)} items, {hits} cached, {len(failed)} failed, attempts {sum(t.attempts for t in items)}"
-            label += f", {tokens} tokens" if tokens else ""
-            label += f", {retries} retries" if retries else ""
-        else:
-            label += "  cached" if node.cache_hit else f"  attempts {node.attempts}"
-            tokens = node.prompt_tokens + node.completion_tokens
-            label += f", {tokens} tokens" if tokens else ""
-        branch = tree.add(label)
-        if node.error:
-            branch.add(f"[red]{escape(_last_line(node.error))}[/]")
-        for item in sorted((t for t in items if t.status == "failed"), key=lambda t: t.item or 0)[:10]:
-            branch.add(f"[red]item {item.item}: {escape(_last_line(item.error or ''))}[/]")
-    if row.error and row.status != "succeeded":
-        tree.add(f"[red]{escape(row.error)}[/]")
-    console.print(tree)
+    """Show a run as a tree of nodes.
 
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    Per node: status, duration, attempts, cache hits, tokens, and the whole message of each failure.
+    """
+    with _store() as store:
+        info = _history.find_run(store, run_id)
+        rows = _history.task_runs(store, info)
+    console.print(run_tree(info, rows, tracebacks=tracebacks))
 
 
 @app.command()
 def outputs(
     run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the outputs as JSON.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, for programs.")] = False,
 ) -> None:
-    """Print a run's outputs."""
-    row = _find_run(_store(), run_id)
-    if row.outputs is None:
+    """Print a run's outputs.
+
+    Readable by default (one list item a line); --json prints JSON for programs.
+    """
+    with _store() as store:
+        info = _history.find_run(store, run_id)
+    if info.outputs is None:
         raise UserInputError(
-            f"run {row.id} has no outputs (status: {row.status}). See: nimflow show {row.id}"
+            f"run {info.id} has no outputs (status: {info.status_text}). See: nimflow show {info.id}"
         )
-    data = json.loads(row.outputs)
+    data = json.loads(info.outputs)
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     else:
-        console.print_json(data=data)
+        sys.stdout.write(human_outputs(data) + "\n")
 
 
 @app.command()
 def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -> None:
-    """Cancel a running run from another terminal (finished items stay saved)."""
-    row = _find_run(_store(), run_id)
-    if row.status != "running" or row.pid is None:
-        raise UserInputError(f"run {row.id} is not running (status: {row.status}).")
-    try:
-        os.kill(row.pid, signal.SIGINT)
+    """Cancel a running run.
+
+    From another terminal; the run stops as on Ctrl-C and its finished items stay saved.
+    """
+    with _store() as store:
+        info = _history.find_run(store, run_id)
+    if info.status != Status.RUNNING or info.pid is None:
+        raise UserInputError(f"run {info.id} is not running (status: {info.status_text}).")
+    try:  # the run records SIGTERM as "cancelled by nimflow kill"
+        os.kill(info.pid, signal.SIGTERM)
     except ProcessLookupError as exc:
-        raise UserInputError(f"run {row.id} is marked running but its process {row.pid} is gone.") from exc
-    console.print(f"sent Ctrl-C to run {row.id} (pid {row.pid})")
+        raise UserInputError(f"run {info.id} is marked running but its process {info.pid} is gone.") from exc
+    console.print(f"asked run {info.id} (pid {info.pid}) to stop; its finished items stay saved")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,46 +362,47 @@ def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -
 
 @cache_app.command("ls")
 def cache_ls() -> None:
-    """Cached results per task: entries, versions, size, newest."""
-    store = _store()
-    with store.session() as session:
-        rows = session.execute(
-            sa_select(
-                col(CacheEntry.task),
-                func.count(),
-                func.sum(func.length(CacheEntry.output)),
-                func.max(CacheEntry.created_at),
-            ).group_by(CacheEntry.task)
-        ).all()
-        versions: dict[str, list[str]] = {}
-        for task_name, version in session.execute(
-            sa_select(col(CacheEntry.task), col(CacheEntry.cache_version)).distinct()
-        ):
-            versions.setdefault(task_name, []).append(version)
-    table = Table("task", "entries", "versions", "bytes", "newest")
-    for task_name, count, size, newest in rows:
-        table.add_row(
-            task_name,
-            str(count),
-            ", ".join(sorted(versions[task_name])),
-            str(size),
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(newest)),
-        )
-    console.print(table)
+    """List cached results per task.
+
+    Entries, cache versions, size and newest entry; the task names are those `cache clear` takes.
+    """
+    with _store() as store:
+        rows = _history.cache_summary(store)
+    print_table(console, cache_table(rows))
 
 
 @cache_app.command("clear")
 def cache_clear(
-    task: Annotated[str | None, typer.Argument(help="Only this task (default: everything).")] = None,
+    task: Annotated[
+        str | None, typer.Argument(help="The task whose results to delete (as `nimflow cache ls` names it).")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Delete the cached results of every task.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Delete cached results, of one task or of all."""
-    store = _store()
-    with store.session() as session:
-        stmt = delete(CacheEntry)
-        if task is not None:
-            stmt = stmt.where(col(CacheEntry.task) == task)
-        removed = session.exec(stmt).rowcount
-        session.commit()
-    if task is not None and not removed:
-        raise UserInputError(f"no cached results for task {task!r}. See: nimflow cache ls")
-    console.print(f"removed {removed} cached results" + (f" of {task}" if task else ""))
+    """Delete cached results.
+
+    Of one task, or of every task with --all; asks first unless --yes.
+    """
+    if (task is None) == (not all_):
+        raise click.UsageError("give a task name (see: nimflow cache ls) or --all, not both")
+    with _store() as store:
+        known = {row.task: row.entries for row in _history.cache_summary(store)}
+        if task is not None and task not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            raise UserInputError(f"no cached results for task {task!r}; cached tasks: {listing}.")
+        count = known[task] if task is not None else sum(known.values())
+        what = (
+            f"the {plural(count, 'cached result')} of {task}"
+            if task
+            else f"all {plural(count, 'cached result')}"
+        )
+        if count and not yes and not typer.confirm(f"Delete {what}?", default=False):
+            raise UserInputError("nothing was deleted (add --yes to skip the question).")
+        removed = _history.clear_cache(store, task)
+    console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
+
+
+app.add_typer(cache_app, name="cache")
+app.add_typer(actors_app, name="actors")
+app.add_typer(secret_app, name="secret")
+app.command("fake-server")(fake_server)

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from nimflow import secrets
-from nimflow._exceptions import NimflowError
+from nimflow._console import make_console, print_table
+from nimflow._exceptions import NimflowError, UserInputError
 from nimflow._store import ActorReplica, Store
 from nimflow.actors import records
 from nimflow.actors.environment import ActorEnvironment
@@ -24,8 +24,8 @@ __all__ = ["actors_app", "secret_app"]
 actors_app = typer.Typer(help="Model server replicas kept warm for actor tasks.", no_args_is_help=True)
 secret_app = typer.Typer(help="Secrets for model servers (NGC_API_KEY, HF_TOKEN, ...).", no_args_is_help=True)
 
-_console = Console()
-_err = Console(stderr=True)
+_console = make_console()
+_err = make_console(stderr=True)
 
 
 def _fail(exc: NimflowError) -> typer.Exit:
@@ -67,7 +67,7 @@ def actors_ls() -> None:
             row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.gpus or "-", row.config_hash,
             _expires(row.last_used, row.ttl_seconds, row.status),
         )  # fmt: skip
-    _console.print(table)
+    print_table(_console, table)  # actor names and URLs whole, at any width
 
 
 @actors_app.command("plan")
@@ -133,7 +133,7 @@ def actors_stop(
     from nimflow.actors.janitor import stop_row
 
     if (name is None) == (not all_):
-        _err.print("give an actor name, or --all (not both)")
+        _err.print("[red]error:[/] give an actor name, or --all (not both)")
         raise typer.Exit(2)
     rows = _rows(None if all_ else name)
     if not rows:
@@ -157,8 +157,11 @@ def actors_stop(
 @secret_app.command("create")
 def secret_create(
     name: Annotated[str, typer.Argument(help="e.g. NGC_API_KEY or HF_TOKEN")],
+    force: Annotated[bool, typer.Option("--force", help="Replace a stored secret of that name.")] = False,
 ) -> None:
     """Store a secret; the value is read from a hidden prompt, or from stdin when piped."""
+    if not force and name in secrets.list_secrets():
+        raise _fail(UserInputError(f"a secret named {name} is stored already; add --force to replace it."))
     if sys.stdin.isatty():
         value = typer.prompt(f"value of {name}", hide_input=True, confirmation_prompt=False)
     else:
@@ -184,7 +187,7 @@ def secret_ls() -> None:
 
 
 @secret_app.command("delete")
-def secret_delete(name: str) -> None:
+def secret_delete(name: Annotated[str, typer.Argument(help="The secret's name.")]) -> None:
     """Remove a stored secret."""
     try:
         removed = secrets.delete_secret(name)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nimflow import _config
-from nimflow._exceptions import ActorConfigError
+from nimflow._exceptions import ActorConfigError, SecretMissingError
 from nimflow.actors.servers import NIM, VLLM, Container, parse_quantity
 from nimflow.secrets import get_secret
 
@@ -68,8 +68,19 @@ def labels_for(
     }
 
 
+def alternatives(actor: str) -> str:
+    """How to run a pipeline without a local GPU server."""
+    return (
+        f"To run without it, serve the actor another way: `nimflow run ... --server {actor}=fake` "
+        f"(the fake OpenAI server) or `--server {actor}=endpoint:URL` (a server that already runs)."
+    )
+
+
 def _secret(actor: str, name: str) -> str:
-    return get_secret(name, needed_by=f"actor {actor!r}")
+    try:
+        return get_secret(name, needed_by=f"actor {actor!r}")
+    except SecretMissingError:
+        raise SecretMissingError(name, f"actor {actor!r}", alternatives(actor)) from None
 
 
 def fetch_adapters(repo_ids: tuple[str, ...], folder: Path, token: str) -> None:

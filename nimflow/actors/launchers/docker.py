@@ -23,20 +23,12 @@ from nimflow._exceptions import (
     PortInUseError,
 )
 from nimflow._redact import redact, remember_secret
-from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, plan_container, run_kwargs
+from nimflow.actors.containers import LABEL_PREFIX, ContainerPlan, alternatives, plan_container, run_kwargs
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
 from nimflow.actors.servers import NIM, VLLM, Container, ServerSpec
 from nimflow.secrets import get_secret
 
 __all__ = ["DockerLauncher", "alternatives"]
-
-
-def alternatives(actor: str) -> str:
-    """How to run a pipeline without a local GPU server."""
-    return (
-        f"To run without it, serve the actor another way: `nimflow run ... --server {actor}=fake` "
-        f"(the fake OpenAI server) or `--server {actor}=endpoint:URL` (a server that already runs)."
-    )
 
 
 class DockerLauncher:

@@ -1,0 +1,38 @@
+"""Every command and option explains itself, and `nimflow --help` lists commands in use order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from nimflow.cli import app
+
+
+def _commands(command: Any, path: str) -> list[tuple[str, Any]]:
+    found = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, f"{path} {name}")
+    return found
+
+
+def test_every_command_and_option_has_a_one_line_help() -> None:
+    missing = []
+    for path, command in _commands(typer.main.get_command(app), "nimflow"):
+        if not (command.help or "").strip():
+            missing.append(path)
+        for param in command.params:
+            if param.name != "help" and not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{path} {param.name}")
+    assert missing == []
+
+
+def test_nimflow_help_lists_commands_in_the_order_they_are_used(capsys: Any) -> None:
+    from nimflow.cli import invoke
+
+    assert invoke(["--help"]) == 0
+    out = capsys.readouterr().out
+    listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert listed == ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+    ours = out.split("Commands:")[1].split("fake-server")[0].splitlines()
+    assert not [line for line in ours if line.rstrip().endswith("...")]  # the short helps fit
