@@ -105,7 +105,7 @@ async def attempt(
                 else:
                     # A try abandoned at its timeout writes to its own scratch outcome, never this one.
                     scratch = await anyio.to_thread.run_sync(
-                        try_sync, call, Outcome(), abandon_on_cancel=spec.timeout is not None, limiter=limiter
+                        try_sync, call, Outcome(), abandon_on_cancel=True, limiter=limiter
                     )
                     outcome.ok, outcome.value, outcome.error = scratch.ok, scratch.value, scratch.error
                     outcome.output_json, outcome.usage = scratch.output_json, scratch.usage

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -164,12 +164,10 @@ class Scheduler:
             # A server that cannot be had fails the node once, with its own clear message.
             resources = await self._acquire(spec)
             encode = encoder(spec)
-            queue = iter(pending)
-            lock = threading.Lock()
+            queue = _Queue(iter(pending))
 
             def next_call() -> tuple[int, Call] | None:
-                with lock:  # sync slices take calls from worker threads
-                    position = next(queue, None)
+                position = queue.take()
                 if position is None:
                     return None
                 return position, Call(spec, calls[position], resources, encode)
@@ -189,10 +187,13 @@ class Scheduler:
             concurrency = node.concurrency or (
                 DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS
             )
-            worker = self._async_worker if spec.is_async or spec.timeout is not None else self._sync_worker
+            workers = min(concurrency, len(pending))
             async with anyio.create_task_group() as tg:
-                for _ in range(min(concurrency, len(pending))):
-                    tg.start_soon(worker, next_call, finished)
+                for _ in range(workers):
+                    if spec.is_async or spec.timeout is not None:
+                        tg.start_soon(self._async_worker, next_call, finished)
+                    else:
+                        tg.start_soon(self._sync_worker, next_call, finished, queue.stop)
         return [o if o is not None else Outcome() for o in outcomes], keys, hit_count
 
     async def _acquire(self, spec: TaskSpec[..., Any]) -> TaskResources | None:
@@ -213,15 +214,40 @@ class Scheduler:
         self,
         next_call: Callable[[], tuple[int, Call] | None],
         finished: Callable[[int, Outcome], None],
+        stop_taking: Callable[[], None],
     ) -> None:
         while True:
-            done = await anyio.to_thread.run_sync(_sync_slice, next_call, limiter=self._threads)
+            try:
+                # Abandoned on cancel: a sync task cannot be stopped, and Ctrl-C or `nimflow kill`
+                # must not wait for it (its item was in flight; it is recomputed next time).
+                done = await anyio.to_thread.run_sync(
+                    _sync_slice, next_call, abandon_on_cancel=True, limiter=self._threads
+                )
+            except anyio.get_cancelled_exc_class():
+                stop_taking()  # the abandoned slice takes no further calls
+                raise
             if not done:
                 return
             for position, call, outcome in done:
                 if not settled(call, outcome):  # a failed first try with retries left
                     outcome = await attempt(call, outcome, limiter=self._threads)
                 finished(position, outcome)
+
+
+class _Queue:
+    """The positions still to run, taken by the event loop and by sync slices in worker threads."""
+
+    def __init__(self, positions: Iterator[int]) -> None:
+        self._positions = positions
+        self._lock = threading.Lock()
+
+    def take(self) -> int | None:
+        with self._lock:
+            return next(self._positions, None)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._positions = iter(())
 
 
 def _sync_slice(next_call: Callable[[], tuple[int, Call] | None]) -> list[tuple[int, Call, Outcome]]:

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,7 +67,14 @@ err_console = make_console(stderr=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(invoke(argv))
+    code = invoke(argv)
+    # A cancelled run abandons the sync task calls still in their threads (they cannot be
+    # stopped); everything finished is stored by now, so exit without waiting for them.
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def invoke(argv: Sequence[str] | None = None) -> int:

@@ -75,11 +75,11 @@ def actors_plan(
     file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
     workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
-    server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME")] = None,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME")] = None,
+    server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC", help="Serve an actor another way, as in run.")] = None,
+    model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor serves, as in run.")] = None,
+    api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME", help="The secret holding an endpoint's key.")] = None,
     request_timeout: Annotated[
-        list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS")
+        list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request.")
     ] = None,
 ) -> None:
     """What `nimflow run FILE` would start for each actor, without starting anything (no secret is read)."""
