@@ -12,22 +12,20 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import _openai as oa
 from ._answers import chat_prompt, pieces
 from ._faults import FaultInjector, FaultKind, FaultPlan
 from ._log import Metrics, RequestLog, RequestRecord
+from ._options import FakeOptions
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-DEFAULT_MODEL = "meta/llama3-8b-instruct"
-DEFAULT_MAX_MODEL_LEN = 8192
 
 _JSON = (b"content-type", b"application/json")
 _MARK = (b"x-nimflow-fake", b"1")
@@ -37,33 +35,31 @@ _IMMEDIATE = {
     FaultKind.SERVER_ERROR: (500, oa.SERVER_ERROR),
     FaultKind.UNAVAILABLE: (503, oa.UNAVAILABLE),
     FaultKind.MALFORMED: (200, oa.MALFORMED),
+    FaultKind.HTML: (200, oa.HTML),
 }
+_HTML_TYPE = [(b"content-type", b"text/html")]
 
 
 @dataclass(frozen=True)
-class FakeConfig:
-    """The server's knobs (faults live in a FaultInjector so they can change at runtime)."""
+class Reply:
+    """A scripted answer to one inference request (see ``FakeServer(script=...)``).
 
-    model: str = DEFAULT_MODEL
-    adapters: tuple[str, ...] = ()
-    latency_ms: float = 0.0
-    latency_per_token_ms: float = 0.0
-    max_concurrency: int | None = None
-    api_key: str | None = None
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN
-    log_limit: int = 10_000
-    seed: int = 0
-    created: int = field(default_factory=lambda: int(time.time()))
+    ``body`` (JSON) or ``events`` (server-sent event data, each a JSON value, then ``[DONE]``)
+    is sent with ``status`` and ``headers`` after ``delay`` seconds (plus the server's
+    ``latency_ms``); with neither, the fake's
+    own answer follows the delay. ``drop`` closes the connection without a response.
+    """
 
-    def __post_init__(self) -> None:
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(
-                f"max_concurrency must be at least 1 (or None for no cap), got {self.max_concurrency}"
-            )
-        if self.latency_ms < 0 or self.latency_per_token_ms < 0:
-            raise ValueError("latencies must not be negative")
-        if self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
+    status: int = 200
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    drop: bool = False
+    events: Sequence[Any] | None = None
+
+
+# Called on the server's loop with each inference request's JSON body; None: answer normally.
+Script = Callable[[Any], "Reply | None"]
 
 
 class _Disconnected(Exception):
@@ -111,7 +107,9 @@ async def _read_body(receive: Receive) -> bytes:
 async def _respond(
     send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    head = [_JSON, _MARK, (b"content-length", str(len(body)).encode())]
+    head = [_MARK, (b"content-length", str(len(body)).encode())]
+    if headers is None or not any(name == b"content-type" for name, _ in headers):
+        head.append(_JSON)
     await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
     await send({"type": "http.response.body", "body": body})
 
@@ -137,18 +135,22 @@ async def _drop(send: Send) -> None:
 class FakeApp:
     """Routes, knobs, faults, log and metrics of one fake server."""
 
-    def __init__(self, config: FakeConfig, faults: FaultInjector, log: RequestLog) -> None:
+    def __init__(
+        self, config: FakeOptions, log: RequestLog | None = None, script: Script | None = None
+    ) -> None:
         self.config = config
-        self.faults = faults
-        self.log = log
+        self.faults = FaultInjector(config.faults, seed=config.seed)
+        self.log = log if log is not None else RequestLog(config.log_limit)
+        self.script = script
         self.metrics = Metrics()
+        self.created = int(time.time())
         self._models = frozenset((config.model, *config.adapters))
         self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
         self._stopping = False
         self._sleepers: set[asyncio.Future[bool]] = set()
         self._ids = itertools.count(1)
         self._models_body = oa.models_body(
-            config.model, list(config.adapters), config.max_model_len, config.created
+            config.model, list(config.adapters), config.max_model_len, self.created
         )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[int | None]]] = {
             ("POST", "/v1/chat/completions"): self._chat,
@@ -166,6 +168,7 @@ class FakeApp:
             ("GET", "/_fake/faults"): self._get_faults,
             ("POST", "/_fake/faults"): self._set_faults,
             ("GET", "/_fake/config"): self._get_config,
+            ("POST", "/_fake/config"): self._set_config,
         }
 
     # -- ASGI entry ---------------------------------------------------------------------------
@@ -219,6 +222,7 @@ class FakeApp:
         if not self.log.enabled:  # benchmarks turn the log off; skip building the record
             return
         values = {"model": None, "body": None, "prompt": "", "fault": None, "stream": False, **fields}
+        values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.log.append(
             RequestRecord(
                 scope["method"], scope["path"], status=status, started=started, ended=time.time(), **values
@@ -302,6 +306,13 @@ class FakeApp:
                 status = await self._fault(fault, send)
                 if status is not None or fault is not FaultKind.TRUNCATE:
                     return status
+            if self.script is not None:
+                reply = self.script(body)
+                if reply is not None:
+                    status = await self._scripted(reply, send)
+                    if status != -1:
+                        return status
+                    status = None
             job = oa.parse_job(body, chat, self._models, self.config.model, self.config.max_model_len)
             status = await self._generate(job, send, truncate=fault is FaultKind.TRUNCATE)
         except oa.RequestError as error:
@@ -337,7 +348,7 @@ class FakeApp:
                 seconds = f"{plan.retry_after:g}".encode()
                 ms = str(round(plan.retry_after * 1000)).encode()
                 headers = [(b"retry-after", seconds), (b"retry-after-ms", ms)]
-            await _respond(send, status, body, headers)
+            await _respond(send, status, body, _HTML_TYPE if fault is FaultKind.HTML else headers)
             return status
         if fault is FaultKind.HANG:
             with contextlib.suppress(_Stopping):
@@ -346,6 +357,31 @@ class FakeApp:
         elif fault is FaultKind.DROP:
             await _drop(send)
         return None
+
+    async def _scripted(self, reply: Reply, send: Send) -> int | None:
+        """Send a scripted reply; -1 when the fake's own answer is to follow its delay."""
+        metrics = self.metrics
+        metrics.running(1)
+        try:
+            await self._sleep(self.config.latency_ms / 1000 + reply.delay)
+            if reply.drop:
+                await _drop(send)
+                return None
+            headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+            if reply.events is not None:
+                head = [*_SSE_HEADERS, *headers]
+                await send({"type": "http.response.start", "status": reply.status, "headers": head})
+                for event in reply.events:
+                    data = b"data: " + oa.dumps(event) + b"\n\n"
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                await send({"type": "http.response.body", "body": oa.STREAM_DONE})
+                return reply.status
+            if reply.body is None:
+                return -1
+            await _respond(send, reply.status, oa.dumps(reply.body), headers)
+            return reply.status
+        finally:
+            metrics.running(-1)
 
     async def _generate(self, job: oa.Job, send: Send, truncate: bool) -> int:
         answers = [oa.answer(job, prompt, truncate) for prompt in job.prompts for _ in range(job.n)]
@@ -362,7 +398,7 @@ class FakeApp:
                 metrics.waiting -= 1
         elif self._slots is not None:
             await self._slots.acquire()
-        metrics.in_flight += 1
+        metrics.running(1)
         try:
             if job.stream:
                 await self._stream(job, request_id, answers, send)
@@ -371,7 +407,7 @@ class FakeApp:
                 await self._sleep((self.config.latency_ms + per_token) / 1000)
                 await _respond(send, 200, oa.completion_body(job, request_id, answers))
         finally:
-            metrics.in_flight -= 1
+            metrics.running(-1)
             if self._slots is not None:
                 self._slots.release()
         return 200
@@ -423,9 +459,27 @@ class FakeApp:
             return
         except _Disconnected:
             return
-        self.faults.set(plan)
+        self.configure(faults=plan)
         await _respond(send, 200, oa.dumps(plan.to_json()))
 
     async def _get_config(self, receive: Receive, send: Send) -> None:
-        config = {**asdict(self.config), "api_key": None if self.config.api_key is None else "***"}
-        await _respond(send, 200, oa.dumps(config))
+        await _respond(send, 200, oa.dumps(self.config.public()))
+
+    async def _set_config(self, receive: Receive, send: Send) -> None:
+        try:
+            data = json.loads(await _read_body(receive) or b"{}")
+            self.configure(**data)
+        except (ValueError, TypeError, AttributeError) as error:
+            await _respond(send, 400, oa.error_body(f"Bad options: {error}", "BadRequestError", 400))
+            return
+        except _Disconnected:
+            return
+        await _respond(send, 200, oa.dumps(self.config.public()))
+
+    def configure(self, **updates: Any) -> None:
+        """Change live options (latencies, faults); call on the server's loop or between requests."""
+        if "faults" in updates:
+            updates["faults"] = FaultPlan.coerce(updates["faults"])
+        self.config = self.config.changed(updates)
+        if "faults" in updates:
+            self.faults.set(self.config.faults)

@@ -82,6 +82,7 @@ SERVER_ERROR = error_body(
     "The server had an error while processing your request. Sorry about that!", "server_error", None
 )
 UNAVAILABLE = error_body("The engine is currently overloaded, please try again later.", "server_error", None)
+HTML = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 MALFORMED = b'{"id": "chatcmpl-fake", "object": "chat.completion", "choices": [{"index": 0, "mess<html>502'
 
 

@@ -11,7 +11,7 @@ import anyio
 import openai
 import pydantic
 import pytest
-from miniserver import wait_until
+from scripted import wait_until
 
 from nimflow.llm import (
     AuthenticationError,
