@@ -31,6 +31,7 @@ from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import parse_assignment
+from nimflow.batch.cli import batch_command
 from nimflow.testing.cli import fake_server
 
 app = typer.Typer(
@@ -44,6 +45,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(actors_app, name="actors")
 app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
+app.command("batch")(batch_command)
 
 console = Console()
 err_console = Console(stderr=True)

@@ -155,6 +155,7 @@ class FakeApp:
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[int | None]]] = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._list_models,
             ("GET", "/v1/health/ready"): self._health,
             ("GET", "/v1/health/live"): self._health,
@@ -276,6 +277,30 @@ class FakeApp:
         message = "Method Not Allowed" if status == 405 else f"Not Found: {scope['path']}"
         await _respond(send, status, oa.error_body(message, "NotFoundError", status))
         self._record(scope, status, started)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Deterministic vectors made from each input's words (no faults, no latency)."""
+        started = time.time()
+        try:
+            raw = await _read_body(receive)
+        except _Disconnected:
+            return 0
+        auth_error = self._auth_error(scope)
+        try:
+            if auth_error is not None:
+                raise auth_error
+            body = json.loads(raw)
+            status, reply = 200, oa.embeddings_body(body, self.config.model)
+        except oa.RequestError as error:
+            body, status, reply = None, error.status, error.body()
+        except ValueError:
+            body, status = None, 400
+            reply = oa.error_body("The request body is not valid JSON.", "BadRequestError", 400)
+        await _respond(send, status, reply)
+        self._record(
+            scope, status, started, body=body, model=body.get("model") if isinstance(body, dict) else None
+        )
+        return status
 
     # -- inference ----------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> int | None:
