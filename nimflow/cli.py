@@ -31,7 +31,7 @@ from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import parse_assignment
-from nimflow.batch.cli import batch_command
+from nimflow.batch.cli import batch_command, batch_server_command
 from nimflow.testing.cli import fake_server
 
 app = typer.Typer(
@@ -45,7 +45,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(actors_app, name="actors")
 app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
-app.command("batch")(batch_command)
+app.command("batch")(batch_command), app.command("batch-server")(batch_server_command)
 
 console = Console()
 err_console = Console(stderr=True)

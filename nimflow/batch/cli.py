@@ -55,3 +55,25 @@ def batch_command(
     for actor, how in summary.served_by.items():
         console.print(f"[yellow]{actor}[/]: {how}")
     console.print(f"[green bold]batch done[/]: {summary.text()}; output: {output}", highlight=False)
+
+
+def batch_server_command(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    server: Annotated[str, typer.Option(help=SERVER_HELP)] = "fake",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (keep 127.0.0.1 unless others need it).")
+    ] = "127.0.0.1",
+    token: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer TOKEN'.", envvar="NIMFLOW_BATCH_TOKEN")
+    ] = None,
+    ttl: Annotated[float, typer.Option(help="Seconds the model server stays warm after a batch.")] = 900,
+) -> None:
+    """Serve the OpenAI Files and Batches API (/v1/files, /v1/batches) on local model servers.
+
+    Code written for client.files.create(...) and client.batches.create(...) of the official
+    openai client runs unchanged against it. Batches are kept in the nimflow database and resume
+    after a restart.
+    """
+    from ._api import serve
+
+    serve(server, host=host, port=port, token=token, ttl=ttl)

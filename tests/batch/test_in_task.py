@@ -24,7 +24,12 @@ def test_batch_inside_an_actor_task(fake: FakeServer) -> None:
     def wf(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return answer(requests=requests)
 
-    lines = [chat_line("a"), chat_line("b"), {"custom_id": "c", "url": "/v1/files", "body": {}}, chat_line("d")]
+    lines = [
+        chat_line("a"),
+        chat_line("b"),
+        {"custom_id": "c", "url": "/v1/files", "body": {}},
+        chat_line("d"),
+    ]
     lines[3]["body"]["model"] = "unknown"
     out = nf.run(wf, requests=lines).outputs
     assert [o["custom_id"] for o in out] == ["a", "b", "c", "d"]
