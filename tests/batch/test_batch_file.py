@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import chat_line, read_output, write_lines
+from batch_support import chat_line, read_output, write_lines
 from typer.testing import CliRunner
 
 from nimflow._exceptions import UserInputError

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import answered, chat_line, cli_env, nimflow_argv, write_lines
+from batch_support import answered, chat_line, cli_env, nimflow_argv, write_lines
 from openai.types import Batch
 
 from nimflow.testing import FakeServer

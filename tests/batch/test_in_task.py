@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import chat_line
+from batch_support import chat_line
 
 import nimflow as nf
 from nimflow.batch import batch

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from conftest import answered, chat_line, cli_env, nimflow_argv, read_output, write_lines
+from batch_support import answered, chat_line, cli_env, nimflow_argv, read_output, write_lines
 
 from nimflow.testing import FakeServer
 
