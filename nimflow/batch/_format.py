@@ -143,6 +143,13 @@ def output_line(request: Request, response: dict[str, Any] | None, error: dict[s
     )
 
 
+def line_failed(line: str) -> bool:
+    """Whether an output line goes to the errors file: an error, or a response of 4xx/5xx."""
+    data = json.loads(line)
+    response = data.get("response")
+    return data.get("error") is not None or response is None or int(response.get("status_code", 0)) >= 400
+
+
 def unsupported_error(request: Request) -> dict[str, Any]:
     return {
         "code": "invalid_url",

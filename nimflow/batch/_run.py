@@ -24,6 +24,7 @@ from nimflow.actors.servers import FakeOpenAI, ServerSpec
 from ._format import (
     AtomicWriter,
     Request,
+    line_failed,
     models_of,
     open_input,
     output_line,
@@ -268,7 +269,7 @@ def run_batch_file(
             )
             for line in lines:
                 output.write(line)
-                if failed is not None and ('"error":{' in line or '"status_code":4' in line):
+                if failed is not None and line_failed(line):
                     failed.write(line)
         output.commit()
         if failed is not None:

@@ -19,7 +19,7 @@ from sqlmodel import col, select
 
 from nimflow._store import Store
 
-from ._format import AtomicWriter, open_input, read_requests, validate_file
+from ._format import AtomicWriter, line_failed, open_input, read_requests, validate_file
 from ._run import BatchSummary, environment, run_lines
 from ._tables import BatchFile, BatchJob
 
@@ -31,12 +31,6 @@ ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 
 def new_id(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:24]}"
-
-
-def _failed(line: str) -> bool:
-    data = json.loads(line)
-    response = data.get("response")
-    return data.get("error") is not None or response is None or int(response.get("status_code", 0)) >= 400
 
 
 class Worker:
@@ -140,7 +134,7 @@ class Worker:
                 for index, line in enumerate(
                     run_lines(read_requests(handle), env, chunk_size=self.chunk, summary=BatchSummary()), 1
                 ):
-                    if _failed(line):
+                    if line_failed(line):
                         failed += 1
                         failures.write(line)
                     else:

@@ -41,8 +41,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._app import Reply, Script
     from ._faults import FaultKind, FaultPlan
+    from ._http import Reply, Script
     from ._log import RequestRecord
     from ._options import FakeOptions
     from ._server import FakeServer, FakeServerProcess, command, serve, spawn
@@ -63,8 +63,8 @@ __all__ = [
 
 _WHERE = {
     "FakeOptions": "._options",
-    "Reply": "._app",
-    "Script": "._app",
+    "Reply": "._http",
+    "Script": "._http",
     "command": "._server",
     "FakeServer": "._server",
     "FakeServerProcess": "._server",

@@ -12,24 +12,30 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _openai as oa
 from ._answers import chat_prompt, pieces
 from ._faults import FaultInjector, FaultKind, FaultPlan
+from ._http import (
+    MARK,
+    SSE_HEADERS,
+    Disconnected,
+    Receive,
+    Reply,
+    Scope,
+    Script,
+    Send,
+    Stopping,
+    drop,
+    read_body,
+    resolve,
+    respond,
+)
 from ._log import Metrics, RequestLog, RequestRecord
 from ._options import FakeOptions
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-_JSON = (b"content-type", b"application/json")
-_MARK = (b"x-nimflow-fake", b"1")
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), _MARK]
 _IMMEDIATE = {
     FaultKind.RATE_LIMIT: (429, oa.RATE_LIMITED),
     FaultKind.SERVER_ERROR: (500, oa.SERVER_ERROR),
@@ -38,41 +44,6 @@ _IMMEDIATE = {
     FaultKind.HTML: (200, oa.HTML),
 }
 _HTML_TYPE = [(b"content-type", b"text/html")]
-
-
-@dataclass(frozen=True)
-class Reply:
-    """A scripted answer to one inference request (see ``FakeServer(script=...)``).
-
-    ``body`` (JSON) or ``events`` (server-sent event data, each a JSON value, then ``[DONE]``)
-    is sent with ``status`` and ``headers`` after ``delay`` seconds (plus the server's
-    ``latency_ms``); with neither, the fake's
-    own answer follows the delay. ``drop`` closes the connection without a response.
-    """
-
-    status: int = 200
-    body: Any = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    drop: bool = False
-    events: Sequence[Any] | None = None
-
-
-# Called on the server's loop with each inference request's JSON body; None: answer normally.
-Script = Callable[[Any], "Reply | None"]
-
-
-class _Disconnected(Exception):
-    """The client went away before its request body arrived."""
-
-
-class _Stopping(Exception):
-    """The server began shutting down; the request is dropped as a dying server would."""
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
 
 
 def _prompt_of(body: Any, chat: bool) -> str:
@@ -85,51 +56,6 @@ def _prompt_of(body: Any, chat: bool) -> str:
     if isinstance(prompt, list):
         return "\n\n".join(str(p) for p in prompt)
     return prompt if isinstance(prompt, str) else ""
-
-
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _Disconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    head = [_MARK, (b"content-length", str(len(body)).encode())]
-    if headers is None or not any(name == b"content-type" for name, _ in headers):
-        head.append(_JSON)
-    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _drop(send: Send) -> None:
-    """Close the connection without a response.
-
-    ASGI has no message for this, so we close uvicorn's transport (reachable from its
-    request cycle, the owner of ``send``), then yield until uvicorn has seen the connection
-    go, so that it does not answer 500 on our behalf.
-    """
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
-        raise ConnectionAbortedError("drop fault: this ASGI server does not expose its transport")
-    transport.close()
-    for _ in range(20):
-        if getattr(cycle, "disconnected", True):
-            return
-        await asyncio.sleep(0)
 
 
 class FakeApp:
@@ -199,21 +125,21 @@ class FakeApp:
         """End every latency sleep and hang now; call on the server's loop."""
         self._stopping = True
         for future in list(self._sleepers):
-            _resolve(future, False)
+            resolve(future, False)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep without blocking other requests; raises _Stopping if the server stops meanwhile."""
+        """Sleep without blocking other requests; raises Stopping if the server stops meanwhile."""
         if self._stopping:
-            raise _Stopping
+            raise Stopping
         if seconds <= 0:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        handle = loop.call_later(seconds, _resolve, future, True)
+        handle = loop.call_later(seconds, resolve, future, True)
         self._sleepers.add(future)
         try:
             if not await future:
-                raise _Stopping
+                raise Stopping
         finally:
             handle.cancel()
             self._sleepers.discard(future)
@@ -245,7 +171,7 @@ class FakeApp:
     # -- simple endpoints ---------------------------------------------------------------------
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> int:
         started = time.time()
-        await _respond(send, 200, b'{"object":"health.response","message":"Service is ready."}')
+        await respond(send, 200, b'{"object":"health.response","message":"Service is ready."}')
         self._record(scope, 200, started)
         return 200
 
@@ -253,7 +179,7 @@ class FakeApp:
         started = time.time()
         error = self._auth_error(scope)
         status, body = (200, self._models_body) if error is None else (error.status, error.body())
-        await _respond(send, status, body)
+        await respond(send, status, body)
         self._record(scope, status, started)
         return status
 
@@ -262,7 +188,7 @@ class FakeApp:
         body = self.metrics.render(self.config.model).encode()
         head = [
             (b"content-type", b"text/plain; version=0.0.4"),
-            _MARK,
+            MARK,
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": head})
@@ -275,15 +201,15 @@ class FakeApp:
         known = {path for _, path in (*self._routes, *self._control)}
         status = 405 if scope["path"] in known else 404
         message = "Method Not Allowed" if status == 405 else f"Not Found: {scope['path']}"
-        await _respond(send, status, oa.error_body(message, "NotFoundError", status))
+        await respond(send, status, oa.error_body(message, "NotFoundError", status))
         self._record(scope, status, started)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Deterministic vectors made from each input's words (no faults, no latency)."""
         started = time.time()
         try:
-            raw = await _read_body(receive)
-        except _Disconnected:
+            raw = await read_body(receive)
+        except Disconnected:
             return 0
         auth_error = self._auth_error(scope)
         try:
@@ -296,7 +222,7 @@ class FakeApp:
         except ValueError:
             body, status = None, 400
             reply = oa.error_body("The request body is not valid JSON.", "BadRequestError", 400)
-        await _respond(send, status, reply)
+        await respond(send, status, reply)
         self._record(
             scope, status, started, body=body, model=body.get("model") if isinstance(body, dict) else None
         )
@@ -316,7 +242,7 @@ class FakeApp:
         fault: FaultKind = FaultKind.OK
         stream = False
         try:
-            raw = await _read_body(receive)
+            raw = await read_body(receive)
             auth_error = self._auth_error(scope)
             if auth_error is not None:
                 raise auth_error
@@ -342,10 +268,10 @@ class FakeApp:
             status = await self._generate(job, send, truncate=fault is FaultKind.TRUNCATE)
         except oa.RequestError as error:
             status = error.status
-            await _respond(send, status, error.body())
-        except _Stopping:
-            await _drop(send)
-        except _Disconnected:
+            await respond(send, status, error.body())
+        except Stopping:
+            await drop(send)
+        except Disconnected:
             pass
         finally:
             if self.log.enabled:
@@ -373,14 +299,14 @@ class FakeApp:
                 seconds = f"{plan.retry_after:g}".encode()
                 ms = str(round(plan.retry_after * 1000)).encode()
                 headers = [(b"retry-after", seconds), (b"retry-after-ms", ms)]
-            await _respond(send, status, body, _HTML_TYPE if fault is FaultKind.HTML else headers)
+            await respond(send, status, body, _HTML_TYPE if fault is FaultKind.HTML else headers)
             return status
         if fault is FaultKind.HANG:
-            with contextlib.suppress(_Stopping):
+            with contextlib.suppress(Stopping):
                 await self._sleep(plan.hang_seconds)
-            await _drop(send)
+            await drop(send)
         elif fault is FaultKind.DROP:
-            await _drop(send)
+            await drop(send)
         return None
 
     async def _scripted(self, reply: Reply, send: Send) -> int | None:
@@ -390,11 +316,11 @@ class FakeApp:
         try:
             await self._sleep(self.config.latency_ms / 1000 + reply.delay)
             if reply.drop:
-                await _drop(send)
+                await drop(send)
                 return None
             headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
             if reply.events is not None:
-                head = [*_SSE_HEADERS, *headers]
+                head = [*SSE_HEADERS, *headers]
                 await send({"type": "http.response.start", "status": reply.status, "headers": head})
                 for event in reply.events:
                     data = b"data: " + oa.dumps(event) + b"\n\n"
@@ -403,7 +329,7 @@ class FakeApp:
                 return reply.status
             if reply.body is None:
                 return -1
-            await _respond(send, reply.status, oa.dumps(reply.body), headers)
+            await respond(send, reply.status, oa.dumps(reply.body), headers)
             return reply.status
         finally:
             metrics.running(-1)
@@ -430,7 +356,7 @@ class FakeApp:
             else:
                 per_token = self.config.latency_per_token_ms * max(a.tokens for a in answers)
                 await self._sleep((self.config.latency_ms + per_token) / 1000)
-                await _respond(send, 200, oa.completion_body(job, request_id, answers))
+                await respond(send, 200, oa.completion_body(job, request_id, answers))
         finally:
             metrics.running(-1)
             if self._slots is not None:
@@ -440,7 +366,7 @@ class FakeApp:
     async def _stream(self, job: oa.Job, request_id: str, answers: list[oa.Answer], send: Send) -> None:
         created = int(time.time())
         await self._sleep(self.config.latency_ms / 1000)
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
 
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -466,40 +392,40 @@ class FakeApp:
     # -- control endpoints (never logged, never need the API key) -------------------------------
     async def _get_log(self, receive: Receive, send: Send) -> None:
         records = [r.to_json() for r in self.log.snapshot()]
-        await _respond(send, 200, oa.dumps({"requests": records}))
+        await respond(send, 200, oa.dumps({"requests": records}))
 
     async def _clear_log(self, receive: Receive, send: Send) -> None:
         self.log.clear()
-        await _respond(send, 200, b'{"cleared":true}')
+        await respond(send, 200, b'{"cleared":true}')
 
     async def _get_faults(self, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, oa.dumps(self.faults.plan.to_json()))
+        await respond(send, 200, oa.dumps(self.faults.plan.to_json()))
 
     async def _set_faults(self, receive: Receive, send: Send) -> None:
         try:
-            data = json.loads(await _read_body(receive) or b"{}")
+            data = json.loads(await read_body(receive) or b"{}")
             plan = FaultPlan.coerce(data if isinstance(data, dict | str) or data is None else str(data))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            await _respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
+            await respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
             return
-        except _Disconnected:
+        except Disconnected:
             return
         self.configure(faults=plan)
-        await _respond(send, 200, oa.dumps(plan.to_json()))
+        await respond(send, 200, oa.dumps(plan.to_json()))
 
     async def _get_config(self, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, oa.dumps(self.config.public()))
+        await respond(send, 200, oa.dumps(self.config.public()))
 
     async def _set_config(self, receive: Receive, send: Send) -> None:
         try:
-            data = json.loads(await _read_body(receive) or b"{}")
+            data = json.loads(await read_body(receive) or b"{}")
             self.configure(**data)
         except (ValueError, TypeError, AttributeError) as error:
-            await _respond(send, 400, oa.error_body(f"Bad options: {error}", "BadRequestError", 400))
+            await respond(send, 400, oa.error_body(f"Bad options: {error}", "BadRequestError", 400))
             return
-        except _Disconnected:
+        except Disconnected:
             return
-        await _respond(send, 200, oa.dumps(self.config.public()))
+        await respond(send, 200, oa.dumps(self.config.public()))
 
     def configure(self, **updates: Any) -> None:
         """Change live options (latencies, faults); call on the server's loop or between requests."""

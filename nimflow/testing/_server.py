@@ -20,8 +20,9 @@ from typing import Any, Self
 
 import uvicorn
 
-from ._app import FakeApp, Script
+from ._app import FakeApp
 from ._faults import FaultPlan
+from ._http import Script
 from ._log import RequestRecord
 from ._options import API_KEY_ENV, FakeOptions
 
