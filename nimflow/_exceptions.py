@@ -41,6 +41,7 @@ __all__ = [
     "ActorError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchRequestError",
     "ContextLengthError",
     "DockerUnavailableError",
     "EndpointUnreachableError",
@@ -190,6 +191,11 @@ class ModelCallError(LLMError):
         super().__init__(message)
         self.item_id = item_id
         self.status_code = status_code
+
+
+class BatchRequestError(ModelCallError):
+    """A Batch file request got no usable answer (429/5xx after retries, no connection, a body
+    that is not JSON); reported on its output line and sent again by a rerun."""
 
 
 class EndpointUnreachableError(ModelCallError):

@@ -40,10 +40,11 @@ from nimflow._store import Store
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
 from nimflow.actors.overrides import ActorOverride, parse_actor_flags
+from nimflow.batch.cli import batch_command, batch_server_command
 from nimflow.testing.cli import fake_server
 
 # The order `nimflow --help` lists the commands in: running, inspecting, managing, testing.
-_ORDER = ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+_ORDER = ["run", "batch", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "batch-server", "fake-server"]
 
 
 class _Ordered(TyperGroup):
@@ -414,3 +415,5 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(actors_app, name="actors")
 app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
+app.command("batch")(batch_command)
+app.command("batch-server")(batch_server_command)

@@ -9,7 +9,10 @@ schema filled from the prompt. Tokens are whitespace-separated words.
 
 Knobs: latency per request and per token, a cap on requests in flight, an API key, a context
 length, and scripted faults (429 with Retry-After, 500, 503, hang, drop, malformed, truncate;
-by rate or exact sequence, see ``FaultPlan``). Every response carries ``x-nimflow-fake: 1``.
+html; by rate or exact sequence, see ``FaultPlan``), or answers scripted per request in
+Python (``FakeServer(script=...)`` returning a ``Reply``). All options are the fields of
+``FakeOptions``. ``/v1/metrics`` reports ``vllm:num_requests_running`` and
+``vllm:num_requests_waiting`` (requests queued behind ``max_concurrency``) as vLLM does. Every response carries ``x-nimflow-fake: 1``.
 
 Run it in a thread (``FakeServer``), as a process (``spawn`` / ``FakeServerProcess``,
 ``python -m nimflow.testing``, ``nimflow fake-server``) or through the pytest fixture
@@ -18,7 +21,7 @@ Run it in a thread (``FakeServer``), as a process (``spawn`` / ``FakeServerProce
 Control endpoints (no API key needed, not logged): ``GET /_fake/log`` and ``DELETE /_fake/log``
 (the request log), ``GET /_fake/faults`` and ``POST /_fake/faults`` (body ``{"spec": "429:0.1"}``
 or ``{"rates": {...}, "sequence": [...], "retry_after": s, "hang_seconds": s}``),
-``GET /_fake/config``.
+``GET /_fake/config`` and ``POST /_fake/config`` (live options: latencies, faults).
 
 Speed (``bench/fake_server_load.py``): in its own process (uvicorn with httptools and uvloop),
 at zero latency, 30,000 non-streaming chat completions from an aiohttp client in another
@@ -39,20 +42,30 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._faults import FaultKind, FaultPlan
+    from ._http import Reply, Script
     from ._log import RequestRecord
-    from ._server import FakeServer, FakeServerProcess, serve, spawn
+    from ._options import FakeOptions
+    from ._server import FakeServer, FakeServerProcess, command, serve, spawn
 
 __all__ = [
+    "FakeOptions",
     "FakeServer",
     "FakeServerProcess",
     "FaultKind",
     "FaultPlan",
+    "Reply",
     "RequestRecord",
+    "Script",
+    "command",
     "serve",
     "spawn",
 ]
 
 _WHERE = {
+    "FakeOptions": "._options",
+    "Reply": "._http",
+    "Script": "._http",
+    "command": "._server",
     "FakeServer": "._server",
     "FakeServerProcess": "._server",
     "serve": "._server",

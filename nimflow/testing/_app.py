@@ -12,71 +12,38 @@ import contextlib
 import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import _openai as oa
 from ._answers import chat_prompt, pieces
 from ._faults import FaultInjector, FaultKind, FaultPlan
+from ._http import (
+    MARK,
+    SSE_HEADERS,
+    Disconnected,
+    Receive,
+    Reply,
+    Scope,
+    Script,
+    Send,
+    Stopping,
+    drop,
+    read_body,
+    resolve,
+    respond,
+)
 from ._log import Metrics, RequestLog, RequestRecord
+from ._options import FakeOptions
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-DEFAULT_MODEL = "meta/llama3-8b-instruct"
-DEFAULT_MAX_MODEL_LEN = 8192
-
-_JSON = (b"content-type", b"application/json")
-_MARK = (b"x-nimflow-fake", b"1")
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), _MARK]
 _IMMEDIATE = {
     FaultKind.RATE_LIMIT: (429, oa.RATE_LIMITED),
     FaultKind.SERVER_ERROR: (500, oa.SERVER_ERROR),
     FaultKind.UNAVAILABLE: (503, oa.UNAVAILABLE),
     FaultKind.MALFORMED: (200, oa.MALFORMED),
+    FaultKind.HTML: (200, oa.HTML),
 }
-
-
-@dataclass(frozen=True)
-class FakeConfig:
-    """The server's knobs (faults live in a FaultInjector so they can change at runtime)."""
-
-    model: str = DEFAULT_MODEL
-    adapters: tuple[str, ...] = ()
-    latency_ms: float = 0.0
-    latency_per_token_ms: float = 0.0
-    max_concurrency: int | None = None
-    api_key: str | None = None
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN
-    log_limit: int = 10_000
-    seed: int = 0
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def __post_init__(self) -> None:
-        if self.max_concurrency is not None and self.max_concurrency < 1:
-            raise ValueError(
-                f"max_concurrency must be at least 1 (or None for no cap), got {self.max_concurrency}"
-            )
-        if self.latency_ms < 0 or self.latency_per_token_ms < 0:
-            raise ValueError("latencies must not be negative")
-        if self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be at least 1, got {self.max_model_len}")
-
-
-class _Disconnected(Exception):
-    """The client went away before its request body arrived."""
-
-
-class _Stopping(Exception):
-    """The server began shutting down; the request is dropped as a dying server would."""
-
-
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
+_HTML_TYPE = [(b"content-type", b"text/html")]
 
 
 def _prompt_of(body: Any, chat: bool) -> str:
@@ -91,68 +58,30 @@ def _prompt_of(body: Any, chat: bool) -> str:
     return prompt if isinstance(prompt, str) else ""
 
 
-async def _read_body(receive: Receive) -> bytes:
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise _Disconnected
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body"):
-        return body
-    chunks = [body]
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(
-    send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    head = [_JSON, _MARK, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": head + (headers or [])})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def _drop(send: Send) -> None:
-    """Close the connection without a response.
-
-    ASGI has no message for this, so we close uvicorn's transport (reachable from its
-    request cycle, the owner of ``send``), then yield until uvicorn has seen the connection
-    go, so that it does not answer 500 on our behalf.
-    """
-    cycle = getattr(send, "__self__", None)
-    transport = getattr(cycle, "transport", None)
-    if transport is None:
-        raise ConnectionAbortedError("drop fault: this ASGI server does not expose its transport")
-    transport.close()
-    for _ in range(20):
-        if getattr(cycle, "disconnected", True):
-            return
-        await asyncio.sleep(0)
-
-
 class FakeApp:
     """Routes, knobs, faults, log and metrics of one fake server."""
 
-    def __init__(self, config: FakeConfig, faults: FaultInjector, log: RequestLog) -> None:
+    def __init__(
+        self, config: FakeOptions, log: RequestLog | None = None, script: Script | None = None
+    ) -> None:
         self.config = config
-        self.faults = faults
-        self.log = log
+        self.faults = FaultInjector(config.faults, seed=config.seed)
+        self.log = log if log is not None else RequestLog(config.log_limit)
+        self.script = script
         self.metrics = Metrics()
+        self.created = int(time.time())
         self._models = frozenset((config.model, *config.adapters))
         self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
         self._stopping = False
         self._sleepers: set[asyncio.Future[bool]] = set()
         self._ids = itertools.count(1)
         self._models_body = oa.models_body(
-            config.model, list(config.adapters), config.max_model_len, config.created
+            config.model, list(config.adapters), config.max_model_len, self.created
         )
         self._routes: dict[tuple[str, str], Callable[[Scope, Receive, Send], Awaitable[int | None]]] = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._list_models,
             ("GET", "/v1/health/ready"): self._health,
             ("GET", "/v1/health/live"): self._health,
@@ -166,6 +95,7 @@ class FakeApp:
             ("GET", "/_fake/faults"): self._get_faults,
             ("POST", "/_fake/faults"): self._set_faults,
             ("GET", "/_fake/config"): self._get_config,
+            ("POST", "/_fake/config"): self._set_config,
         }
 
     # -- ASGI entry ---------------------------------------------------------------------------
@@ -195,21 +125,21 @@ class FakeApp:
         """End every latency sleep and hang now; call on the server's loop."""
         self._stopping = True
         for future in list(self._sleepers):
-            _resolve(future, False)
+            resolve(future, False)
 
     async def _sleep(self, seconds: float) -> None:
-        """Sleep without blocking other requests; raises _Stopping if the server stops meanwhile."""
+        """Sleep without blocking other requests; raises Stopping if the server stops meanwhile."""
         if self._stopping:
-            raise _Stopping
+            raise Stopping
         if seconds <= 0:
             return
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        handle = loop.call_later(seconds, _resolve, future, True)
+        handle = loop.call_later(seconds, resolve, future, True)
         self._sleepers.add(future)
         try:
             if not await future:
-                raise _Stopping
+                raise Stopping
         finally:
             handle.cancel()
             self._sleepers.discard(future)
@@ -219,6 +149,7 @@ class FakeApp:
         if not self.log.enabled:  # benchmarks turn the log off; skip building the record
             return
         values = {"model": None, "body": None, "prompt": "", "fault": None, "stream": False, **fields}
+        values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         self.log.append(
             RequestRecord(
                 scope["method"], scope["path"], status=status, started=started, ended=time.time(), **values
@@ -240,7 +171,7 @@ class FakeApp:
     # -- simple endpoints ---------------------------------------------------------------------
     async def _health(self, scope: Scope, receive: Receive, send: Send) -> int:
         started = time.time()
-        await _respond(send, 200, b'{"object":"health.response","message":"Service is ready."}')
+        await respond(send, 200, b'{"object":"health.response","message":"Service is ready."}')
         self._record(scope, 200, started)
         return 200
 
@@ -248,7 +179,7 @@ class FakeApp:
         started = time.time()
         error = self._auth_error(scope)
         status, body = (200, self._models_body) if error is None else (error.status, error.body())
-        await _respond(send, status, body)
+        await respond(send, status, body)
         self._record(scope, status, started)
         return status
 
@@ -257,7 +188,7 @@ class FakeApp:
         body = self.metrics.render(self.config.model).encode()
         head = [
             (b"content-type", b"text/plain; version=0.0.4"),
-            _MARK,
+            MARK,
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": 200, "headers": head})
@@ -270,8 +201,32 @@ class FakeApp:
         known = {path for _, path in (*self._routes, *self._control)}
         status = 405 if scope["path"] in known else 404
         message = "Method Not Allowed" if status == 405 else f"Not Found: {scope['path']}"
-        await _respond(send, status, oa.error_body(message, "NotFoundError", status))
+        await respond(send, status, oa.error_body(message, "NotFoundError", status))
         self._record(scope, status, started)
+
+    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Deterministic vectors made from each input's words (no faults, no latency)."""
+        started = time.time()
+        try:
+            raw = await read_body(receive)
+        except Disconnected:
+            return 0
+        auth_error = self._auth_error(scope)
+        try:
+            if auth_error is not None:
+                raise auth_error
+            body = json.loads(raw)
+            status, reply = 200, oa.embeddings_body(body, self.config.model)
+        except oa.RequestError as error:
+            body, status, reply = None, error.status, error.body()
+        except ValueError:
+            body, status = None, 400
+            reply = oa.error_body("The request body is not valid JSON.", "BadRequestError", 400)
+        await respond(send, status, reply)
+        self._record(
+            scope, status, started, body=body, model=body.get("model") if isinstance(body, dict) else None
+        )
+        return status
 
     # -- inference ----------------------------------------------------------------------------
     async def _chat(self, scope: Scope, receive: Receive, send: Send) -> int | None:
@@ -287,7 +242,7 @@ class FakeApp:
         fault: FaultKind = FaultKind.OK
         stream = False
         try:
-            raw = await _read_body(receive)
+            raw = await read_body(receive)
             auth_error = self._auth_error(scope)
             if auth_error is not None:
                 raise auth_error
@@ -302,14 +257,21 @@ class FakeApp:
                 status = await self._fault(fault, send)
                 if status is not None or fault is not FaultKind.TRUNCATE:
                     return status
+            if self.script is not None:
+                reply = self.script(body)
+                if reply is not None:
+                    status = await self._scripted(reply, send)
+                    if status != -1:
+                        return status
+                    status = None
             job = oa.parse_job(body, chat, self._models, self.config.model, self.config.max_model_len)
             status = await self._generate(job, send, truncate=fault is FaultKind.TRUNCATE)
         except oa.RequestError as error:
             status = error.status
-            await _respond(send, status, error.body())
-        except _Stopping:
-            await _drop(send)
-        except _Disconnected:
+            await respond(send, status, error.body())
+        except Stopping:
+            await drop(send)
+        except Disconnected:
             pass
         finally:
             if self.log.enabled:
@@ -337,15 +299,40 @@ class FakeApp:
                 seconds = f"{plan.retry_after:g}".encode()
                 ms = str(round(plan.retry_after * 1000)).encode()
                 headers = [(b"retry-after", seconds), (b"retry-after-ms", ms)]
-            await _respond(send, status, body, headers)
+            await respond(send, status, body, _HTML_TYPE if fault is FaultKind.HTML else headers)
             return status
         if fault is FaultKind.HANG:
-            with contextlib.suppress(_Stopping):
+            with contextlib.suppress(Stopping):
                 await self._sleep(plan.hang_seconds)
-            await _drop(send)
+            await drop(send)
         elif fault is FaultKind.DROP:
-            await _drop(send)
+            await drop(send)
         return None
+
+    async def _scripted(self, reply: Reply, send: Send) -> int | None:
+        """Send a scripted reply; -1 when the fake's own answer is to follow its delay."""
+        metrics = self.metrics
+        metrics.running(1)
+        try:
+            await self._sleep(self.config.latency_ms / 1000 + reply.delay)
+            if reply.drop:
+                await drop(send)
+                return None
+            headers = [(k.lower().encode(), v.encode()) for k, v in reply.headers.items()]
+            if reply.events is not None:
+                head = [*SSE_HEADERS, *headers]
+                await send({"type": "http.response.start", "status": reply.status, "headers": head})
+                for event in reply.events:
+                    data = b"data: " + oa.dumps(event) + b"\n\n"
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+                await send({"type": "http.response.body", "body": oa.STREAM_DONE})
+                return reply.status
+            if reply.body is None:
+                return -1
+            await respond(send, reply.status, oa.dumps(reply.body), headers)
+            return reply.status
+        finally:
+            metrics.running(-1)
 
     async def _generate(self, job: oa.Job, send: Send, truncate: bool) -> int:
         answers = [oa.answer(job, prompt, truncate) for prompt in job.prompts for _ in range(job.n)]
@@ -362,16 +349,16 @@ class FakeApp:
                 metrics.waiting -= 1
         elif self._slots is not None:
             await self._slots.acquire()
-        metrics.in_flight += 1
+        metrics.running(1)
         try:
             if job.stream:
                 await self._stream(job, request_id, answers, send)
             else:
                 per_token = self.config.latency_per_token_ms * max(a.tokens for a in answers)
                 await self._sleep((self.config.latency_ms + per_token) / 1000)
-                await _respond(send, 200, oa.completion_body(job, request_id, answers))
+                await respond(send, 200, oa.completion_body(job, request_id, answers))
         finally:
-            metrics.in_flight -= 1
+            metrics.running(-1)
             if self._slots is not None:
                 self._slots.release()
         return 200
@@ -379,7 +366,7 @@ class FakeApp:
     async def _stream(self, job: oa.Job, request_id: str, answers: list[oa.Answer], send: Send) -> None:
         created = int(time.time())
         await self._sleep(self.config.latency_ms / 1000)
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
 
         async def emit(data: bytes) -> None:
             await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -405,27 +392,45 @@ class FakeApp:
     # -- control endpoints (never logged, never need the API key) -------------------------------
     async def _get_log(self, receive: Receive, send: Send) -> None:
         records = [r.to_json() for r in self.log.snapshot()]
-        await _respond(send, 200, oa.dumps({"requests": records}))
+        await respond(send, 200, oa.dumps({"requests": records}))
 
     async def _clear_log(self, receive: Receive, send: Send) -> None:
         self.log.clear()
-        await _respond(send, 200, b'{"cleared":true}')
+        await respond(send, 200, b'{"cleared":true}')
 
     async def _get_faults(self, receive: Receive, send: Send) -> None:
-        await _respond(send, 200, oa.dumps(self.faults.plan.to_json()))
+        await respond(send, 200, oa.dumps(self.faults.plan.to_json()))
 
     async def _set_faults(self, receive: Receive, send: Send) -> None:
         try:
-            data = json.loads(await _read_body(receive) or b"{}")
+            data = json.loads(await read_body(receive) or b"{}")
             plan = FaultPlan.coerce(data if isinstance(data, dict | str) or data is None else str(data))
         except (ValueError, TypeError, KeyError, AttributeError) as error:
-            await _respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
+            await respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
             return
-        except _Disconnected:
+        except Disconnected:
             return
-        self.faults.set(plan)
-        await _respond(send, 200, oa.dumps(plan.to_json()))
+        self.configure(faults=plan)
+        await respond(send, 200, oa.dumps(plan.to_json()))
 
     async def _get_config(self, receive: Receive, send: Send) -> None:
-        config = {**asdict(self.config), "api_key": None if self.config.api_key is None else "***"}
-        await _respond(send, 200, oa.dumps(config))
+        await respond(send, 200, oa.dumps(self.config.public()))
+
+    async def _set_config(self, receive: Receive, send: Send) -> None:
+        try:
+            data = json.loads(await read_body(receive) or b"{}")
+            self.configure(**data)
+        except (ValueError, TypeError, AttributeError) as error:
+            await respond(send, 400, oa.error_body(f"Bad options: {error}", "BadRequestError", 400))
+            return
+        except Disconnected:
+            return
+        await respond(send, 200, oa.dumps(self.config.public()))
+
+    def configure(self, **updates: Any) -> None:
+        """Change live options (latencies, faults); call on the server's loop or between requests."""
+        if "faults" in updates:
+            updates["faults"] = FaultPlan.coerce(updates["faults"])
+        self.config = self.config.changed(updates)
+        if "faults" in updates:
+            self.faults.set(self.config.faults)

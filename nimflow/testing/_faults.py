@@ -12,7 +12,7 @@ Compact spec grammar (used by ``--faults`` and accepted wherever a plan is)::
               | "retry_after=" seconds           Retry-After sent with 429 (default 1)
               | "hang_seconds=" seconds          how long a hang lasts at most (default 60)
     step     := kind ["*" count]                 429*3 = three 429s in a row
-    kind     := ok | 429 | 500 | 503 | hang | drop | malformed | truncate
+    kind     := ok | 429 | 500 | 503 | hang | drop | malformed | html | truncate
 
 Example: ``seq:429*2,ok;500:0.05;retry_after=0.5`` answers 429 twice (Retry-After 0.5 s), then
 lets one request through, then fails 5% of the rest with a 500.
@@ -38,6 +38,7 @@ class FaultKind(StrEnum):
     HANG = "hang"  # no answer until hang_seconds pass or the server stops, then the connection drops
     DROP = "drop"  # connection closed without any response
     MALFORMED = "malformed"  # 200 whose body is not JSON
+    HTML = "html"  # 200 with an HTML page (a proxy's error page), content-type text/html
     TRUNCATE = "truncate"  # 200 whose content is cut in half, finish_reason "length"
 
 

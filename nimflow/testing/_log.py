@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -15,7 +15,7 @@ class RequestRecord:
     ``status`` is None when no response was sent (a ``drop`` or ``hang`` fault, or the server
     stopped mid-request). ``body`` is the parsed JSON body (None for GET or a non-JSON body);
     ``prompt`` is the text the answer was made from (chat: the last user message; completions:
-    the prompts joined by blank lines). Times are ``time.time()`` seconds.
+    the prompts joined by blank lines). ``headers`` are the request's, names in lower case. Times are ``time.time()`` seconds.
     """
 
     method: str
@@ -28,6 +28,7 @@ class RequestRecord:
     stream: bool
     started: float
     ended: float
+    headers: dict[str, str] = field(default_factory=dict)
 
     @property
     def duration(self) -> float:
@@ -65,9 +66,15 @@ class Metrics:
         self.requests: dict[tuple[str, int], int] = {}
         self.faults: dict[str, int] = {}
         self.in_flight = 0
+        self.peak_in_flight = 0  # the most requests answered at once since start
         self.waiting = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
+
+    def running(self, delta: int) -> None:
+        self.in_flight += delta
+        if self.in_flight > self.peak_in_flight:
+            self.peak_in_flight = self.in_flight
 
     def count(self, path: str, status: int | None) -> None:
         key = (path, status or 0)
@@ -94,8 +101,13 @@ class Metrics:
             ("nimflow_fake_requests_waiting", "gauge", "Requests queued for a slot.", self.waiting),
             ("nimflow_fake_prompt_tokens_total", "counter", "Prompt tokens (words).", self.prompt_tokens),
             ("nimflow_fake_completion_tokens_total", "counter", "Completion tokens.", self.completion_tokens),
-            ("vllm:num_requests_running", "gauge", "Same as in_flight.", self.in_flight),
-            ("vllm:num_requests_waiting", "gauge", "Same as waiting.", self.waiting),
+            (
+                "vllm:num_requests_running",
+                "gauge",
+                "Requests being answered (holding a slot).",
+                self.in_flight,
+            ),
+            ("vllm:num_requests_waiting", "gauge", "Requests queued behind max_concurrency.", self.waiting),
             ("vllm:prompt_tokens_total", "counter", "Same as prompt tokens.", self.prompt_tokens),
             ("vllm:generation_tokens_total", "counter", "Same as completion tokens.", self.completion_tokens),
         ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -82,6 +83,7 @@ SERVER_ERROR = error_body(
     "The server had an error while processing your request. Sorry about that!", "server_error", None
 )
 UNAVAILABLE = error_body("The engine is currently overloaded, please try again later.", "server_error", None)
+HTML = b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 MALFORMED = b'{"id": "chatcmpl-fake", "object": "chat.completion", "choices": [{"index": 0, "mess<html>502'
 
 
@@ -277,3 +279,22 @@ def models_body(model: str, adapters: list[str], max_model_len: int, created: in
         }
 
     return dumps({"object": "list", "data": [card(model, None), *(card(a, model) for a in adapters)]})
+
+
+def embeddings_body(body: Any, default_model: str) -> bytes:
+    """An embeddings answer: an 8-number vector per input, the same for the same text."""
+    if not isinstance(body, dict) or "input" not in body:
+        raise bad_request("'input' is required: a string or a list of strings.")
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = []
+    tokens = 0
+    for index, text in enumerate(inputs):
+        words = str(text).split()
+        tokens += len(words)
+        digest = hashlib.blake2b(str(text).encode(), digest_size=8).digest()
+        vector = [round(b / 255 - 0.5, 4) for b in digest]
+        data.append({"object": "embedding", "index": index, "embedding": vector})
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    return dumps(
+        {"object": "list", "data": data, "model": body.get("model") or default_model, "usage": usage}
+    )

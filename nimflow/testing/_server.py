@@ -3,6 +3,7 @@ subprocess (FakeServerProcess / spawn)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import selectors
@@ -13,18 +14,19 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
 
-from ._app import DEFAULT_MAX_MODEL_LEN, DEFAULT_MODEL, FakeApp, FakeConfig
-from ._faults import FaultInjector, FaultPlan
-from ._log import RequestLog, RequestRecord
+from ._app import FakeApp
+from ._faults import FaultPlan
+from ._http import Script
+from ._log import RequestRecord
+from ._options import API_KEY_ENV, FakeOptions
 
 READY_PREFIX = "nimflow fake server ready on "
-API_KEY_ENV = "NIMFLOW_FAKE_API_KEY"
 _GRACEFUL_SECONDS = 2
 
 FaultsArg = FaultPlan | str | Mapping[str, Any] | None
@@ -102,39 +104,16 @@ class FakeServer(_Urls):
     """
 
     def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        adapters: Sequence[str] = (),
-        *,
-        latency_ms: float = 0.0,
-        latency_per_token_ms: float = 0.0,
-        max_concurrency: int | None = None,
-        api_key: str | None = None,
-        faults: FaultsArg = None,
-        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        seed: int = 0,
-        log_limit: int = 10_000,
-        log_level: str = "warning",
+        self, options: FakeOptions | None = None, /, *, script: Script | None = None, **knobs: Any
     ) -> None:
-        self.config = FakeConfig(
-            model=model,
-            adapters=tuple(adapters),
-            latency_ms=latency_ms,
-            latency_per_token_ms=latency_per_token_ms,
-            max_concurrency=max_concurrency,
-            api_key=api_key,
-            max_model_len=max_model_len,
-            log_limit=log_limit,
-            seed=seed,
-        )
-        self.host = host
-        self.port = port
-        self._log = RequestLog(log_limit)
-        self._faults = FaultInjector(FaultPlan.coerce(faults), seed=seed)
-        self.app = FakeApp(self.config, self._faults, self._log)
-        self._log_level = log_level
+        # Knobs are FakeOptions' fields (model=..., latency_ms=..., faults=...), over ``options``.
+        config = _options(options, knobs)
+        self.host = config.host
+        self.port = config.port
+        self.app = FakeApp(config, script=script)
+        self._log = self.app.log
+        self._faults = self.app.faults
+        self._log_level = config.log_level
         self._server: _Uvicorn | None = None
         self._thread: threading.Thread | None = None
 
@@ -201,42 +180,46 @@ class FakeServer(_Urls):
 
     def set_faults(self, faults: FaultsArg) -> None:
         """Replace the fault plan (its sequence starts over); None removes all faults."""
-        self._faults.set(FaultPlan.coerce(faults))
+        self.configure(faults=faults)
 
     @property
     def metrics(self) -> str:
         return self.app.metrics.render(self.config.model)
 
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests answered at once since the server started."""
+        return self.app.metrics.peak_in_flight
 
-def serve(
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    model: str = DEFAULT_MODEL,
-    adapters: Sequence[str] = (),
-    latency_ms: float = 0.0,
-    latency_per_token_ms: float = 0.0,
-    max_concurrency: int | None = None,
-    api_key: str | None = None,
-    faults: FaultsArg = None,
-    max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-    seed: int = 0,
-    log_limit: int = 10_000,
-    log_level: str = "warning",
-) -> None:
+    @property
+    def script(self) -> Script | None:
+        return self.app.script
+
+    @script.setter
+    def script(self, script: Script | None) -> None:
+        """Replace the scripted answers (None: the fake's own answers)."""
+        self.app.script = script
+
+    def configure(self, **updates: Any) -> None:
+        """Change live options (latency_ms, latency_per_token_ms, faults) while serving."""
+        self.app.configure(**updates)
+
+    @property
+    def config(self) -> FakeOptions:
+        """The options it serves with now (``port`` as asked; read the bound one from ``.port``)."""
+        return self.app.config
+
+
+def _options(options: FakeOptions | None, knobs: dict[str, Any]) -> FakeOptions:
+    base = options or FakeOptions(port=0)
+    return dataclasses.replace(base, **knobs) if knobs else base
+
+
+def serve(options: FakeOptions | None = None, /, **knobs: Any) -> None:
     """Serve in the foreground until SIGINT/SIGTERM; prints one ready line to stdout."""
-    config = FakeConfig(
-        model=model,
-        adapters=tuple(adapters),
-        latency_ms=latency_ms,
-        latency_per_token_ms=latency_per_token_ms,
-        max_concurrency=max_concurrency,
-        api_key=api_key,
-        max_model_len=max_model_len,
-        log_limit=log_limit,
-        seed=seed,
-    )
-    app = FakeApp(config, FaultInjector(FaultPlan.coerce(faults), seed=seed), RequestLog(log_limit))
+    config = dataclasses.replace(options or FakeOptions(), **knobs)
+    app = FakeApp(config)
+    host, port, log_level = config.host, config.port, config.log_level
     sock = _bind(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
@@ -268,40 +251,21 @@ class FakeServerProcess(_Urls):
 
     def __init__(
         self,
-        model: str = DEFAULT_MODEL,
-        adapters: Sequence[str] = (),
+        options: FakeOptions | None = None,
+        /,
         *,
-        latency_ms: float = 0.0,
-        latency_per_token_ms: float = 0.0,
-        max_concurrency: int | None = None,
-        api_key: str | None = None,
-        faults: FaultsArg = None,
-        max_model_len: int = DEFAULT_MAX_MODEL_LEN,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        seed: int = 0,
-        log_limit: int = 10_000,
-        log_level: str = "warning",
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
+        **knobs: Any,
     ) -> None:
-        self.host = host
-        self.port = port
-        plan = FaultPlan.coerce(faults)
-        args = [python, "-m", "nimflow.testing", "--host", host, "--port", str(port), "--model", model]
-        for adapter in adapters:
-            args += ["--adapter", adapter]
-        args += ["--latency-ms", str(latency_ms), "--latency-per-token-ms", str(latency_per_token_ms)]
-        if max_concurrency is not None:
-            args += ["--max-concurrency", str(max_concurrency)]
-        args += ["--faults", plan.to_spec(), "--max-model-len", str(max_model_len), "--seed", str(seed)]
-        args += ["--log-limit", str(log_limit), "--log-level", log_level]
-        self.args = args
-        # The key goes through the environment, not argv, so `ps` does not show it.
+        self.config = _options(options, knobs)
+        self.host = self.config.host
+        self.port = self.config.port
+        self.args = command(self.config, python)
+        # Secrets (the API key) go through the environment, not argv, so `ps` does not show them.
         self._env = {**os.environ, **(env or {})}
         self._env.pop(API_KEY_ENV, None)
-        if api_key is not None:
-            self._env[API_KEY_ENV] = api_key
+        self._env.update(self.config.env())
         # The child must import this very package, installed or not.
         package_root = str(Path(__file__).resolve().parents[2])
         self._env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, self._env.get("PYTHONPATH")) if p)
@@ -385,6 +349,17 @@ class FakeServerProcess(_Urls):
 
     def set_faults(self, faults: FaultsArg) -> None:
         _http_json("POST", f"{self.url}/_fake/faults", FaultPlan.coerce(faults).to_json())
+
+    def configure(self, **updates: Any) -> None:
+        """Change live options (latency_ms, latency_per_token_ms, faults) over HTTP."""
+        if "faults" in updates:
+            updates["faults"] = FaultPlan.coerce(updates["faults"]).to_json()
+        _http_json("POST", f"{self.url}/_fake/config", updates)
+
+
+def command(options: FakeOptions, python: str = sys.executable) -> list[str]:
+    """The argv that runs a fake server with these options (secrets: ``options.env()``)."""
+    return [python, "-m", "nimflow.testing", *options.argv()]
 
 
 def spawn(**options: Any) -> FakeServerProcess:

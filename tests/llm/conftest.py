@@ -9,7 +9,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from miniserver import MiniServer
+from scripted import echo_server
+
+from nimflow.testing import FakeServer
 
 
 @pytest.fixture
@@ -18,15 +20,15 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-def mini() -> Iterator[MiniServer]:
-    server = MiniServer().start()
+def mini() -> Iterator[FakeServer]:
+    server = echo_server()
     yield server
     server.stop()
 
 
 @pytest.fixture
-def mini2() -> Iterator[MiniServer]:
-    server = MiniServer().start()
+def mini2() -> Iterator[FakeServer]:
+    server = echo_server()
     yield server
     server.stop()
 

@@ -11,7 +11,7 @@ import anyio
 import openai
 import pydantic
 import pytest
-from miniserver import wait_until
+from scripted import wait_until
 
 from nimflow._exceptions import AuthenticationError, ContextLengthError, ExtractionError, ModelNotServedError
 from nimflow.llm import ActorContext, chat, chat_many, extract

@@ -1,4 +1,4 @@
-"""chat_many, extract and the error messages, against the mini server's scripted answers."""
+"""chat_many, extract and the error messages, against the fake server's scripted answers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pydantic
 import pytest
-from miniserver import MiniServer
+from scripted import seen, with_echo
 
 from nimflow._exceptions import (
     AuthenticationError,
@@ -22,6 +22,7 @@ from nimflow.llm import ActorContext, chat, chat_many, extract, extract_many, us
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.retry import RetryPolicy
 from nimflow.llm.usage import meter
+from nimflow.testing import FakeServer, Reply
 
 FAST = RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
 KEY = "sk-very-secret-key-42"
@@ -32,11 +33,13 @@ def _ctx(urls: list[str], **kw: Any) -> ActorContext:
     return build_actor_context("nim-actor", "base-model", urls, **kw)
 
 
-def _error(status: int, message: str, code: str | None = None) -> tuple[int, dict[str, str], Any]:
-    return status, {}, {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+def _error(status: int, message: str, code: str | None = None) -> Reply:
+    return Reply(
+        status=status, body={"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    )
 
 
-def _completion(content: str, finish_reason: str = "stop") -> tuple[int, dict[str, str], Any]:
+def _completion(content: str, finish_reason: str = "stop") -> Reply:
     body = {
         "id": "c",
         "object": "chat.completion",
@@ -47,19 +50,21 @@ def _completion(content: str, finish_reason: str = "stop") -> tuple[int, dict[st
         ],
         "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
     }
-    return 200, {}, body
+    return Reply(body=body)
 
 
 @pytest.mark.anyio
-async def test_chat_many_keeps_order_and_per_item_errors(mini: MiniServer) -> None:
+async def test_chat_many_keeps_order_and_per_item_errors(mini: FakeServer) -> None:
     def script(body: dict[str, Any]) -> Any:
         if "LONG" in body["messages"][-1]["content"]:
             return _error(
                 400, "This model's maximum context length is 2000 tokens. However, you requested 5000."
             )
-        return 0.001 * (hash(body["messages"][-1]["content"]) % 10)  # answers finish out of order
+        return Reply(
+            delay=0.001 * (hash(body["messages"][-1]["content"]) % 10)
+        )  # answers finish out of order
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url])
     prompts: list[Any] = [f"p{i}" for i in range(30)]
     prompts[7] = "a LONG one"
@@ -94,20 +99,22 @@ async def test_unreachable_endpoint_names_the_url(closed_url: str) -> None:
 
 
 @pytest.mark.anyio
-async def test_wrong_api_key_names_the_secret_not_the_key(mini: MiniServer) -> None:
-    mini.script = lambda body: _error(401, f"Incorrect API key provided: {KEY}", "invalid_api_key")
+async def test_wrong_api_key_names_the_secret_not_the_key(mini: FakeServer) -> None:
+    mini.script = with_echo(lambda body: _error(401, f"Incorrect API key provided: {KEY}", "invalid_api_key"))
     ctx = _ctx([mini.base_url], api_key=KEY, api_key_name="NGC_API_KEY")
     with pytest.raises(AuthenticationError) as info:
         await chat("hi", item_id="doc-1", ctx=ctx)
     message = str(info.value)
     assert "'doc-1'" in message and "NGC_API_KEY" in message and KEY not in message
-    assert len(mini.seen) == 1
+    assert len(seen(mini)) == 1
     await close_actor_context(ctx)
 
 
 @pytest.mark.anyio
-async def test_unknown_model_lists_what_the_server_offers(mini: MiniServer) -> None:
-    mini.script = lambda body: _error(404, f"The model `{body['model']}` does not exist.", "model_not_found")
+async def test_unknown_model_lists_what_the_server_offers(mini: FakeServer) -> None:
+    mini.script = with_echo(
+        lambda body: _error(404, f"The model `{body['model']}` does not exist.", "model_not_found")
+    )
     ctx = _ctx([mini.base_url])
     with pytest.raises(ModelNotServedError) as info:
         await chat("hi", model="no-such-lora", item_id="doc-2", ctx=ctx)
@@ -123,14 +130,14 @@ class Person(pydantic.BaseModel):
 
 
 @pytest.mark.anyio
-async def test_extract_validates_and_sends_a_strict_json_schema(mini: MiniServer) -> None:
+async def test_extract_validates_and_sends_a_strict_json_schema(mini: FakeServer) -> None:
     sent: list[dict[str, Any]] = []
 
     def script(body: dict[str, Any]) -> Any:
         sent.append(body)
         return _completion(json.dumps({"name": "Ada", "age": 36}))
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url])
     person = await extract("Ada is 36.", Person, item_id="p1", ctx=ctx)
     assert person == Person(name="Ada", age=36)
@@ -141,7 +148,7 @@ async def test_extract_validates_and_sends_a_strict_json_schema(mini: MiniServer
 
 
 @pytest.mark.anyio
-async def test_extract_retries_truncated_output_with_more_tokens(mini: MiniServer) -> None:
+async def test_extract_retries_truncated_output_with_more_tokens(mini: FakeServer) -> None:
     budgets: list[int] = []
 
     def script(body: dict[str, Any]) -> Any:
@@ -150,7 +157,7 @@ async def test_extract_retries_truncated_output_with_more_tokens(mini: MiniServe
             return _completion('{"name": "Ad', finish_reason="length")
         return _completion('{"name": "Ada", "age": 36}')
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url])
     with meter() as usage:
         person = await extract("Ada is 36.", Person, max_tokens=100, item_id="p1", ctx=ctx)
@@ -161,14 +168,14 @@ async def test_extract_retries_truncated_output_with_more_tokens(mini: MiniServe
 
 
 @pytest.mark.anyio
-async def test_extract_fails_clearly_and_never_returns_invalid_output(mini: MiniServer) -> None:
+async def test_extract_fails_clearly_and_never_returns_invalid_output(mini: FakeServer) -> None:
     budgets: list[int] = []
 
     def script(body: dict[str, Any]) -> Any:
         budgets.append(body["max_tokens"])
         return _completion('{"name": "Ada", "age": "unknown"}')
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url])
     with pytest.raises(ExtractionError) as info:
         await extract("Ada.", Person, max_tokens=100, max_tokens_limit=300, attempts=3, item_id="p9", ctx=ctx)
@@ -180,14 +187,14 @@ async def test_extract_fails_clearly_and_never_returns_invalid_output(mini: Mini
 
 
 @pytest.mark.anyio
-async def test_extract_many_keeps_failures_per_item(mini: MiniServer) -> None:
+async def test_extract_many_keeps_failures_per_item(mini: FakeServer) -> None:
     def script(body: dict[str, Any]) -> Any:
         text = body["messages"][-1]["content"]
         if text == "bad":
             return _completion("not json at all")
         return _completion(json.dumps({"name": text, "age": 1}))
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url])
     with anyio.fail_after(10):
         results = await extract_many(["a", "bad", "c"], Person, ids=["i1", "i2", "i3"], ctx=ctx)
@@ -197,8 +204,8 @@ async def test_extract_many_keeps_failures_per_item(mini: MiniServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_context_length_error_is_typed(mini: MiniServer) -> None:
-    mini.script = lambda body: _error(400, "Input too long: 9000 tokens > max_model_len 8192")
+async def test_context_length_error_is_typed(mini: FakeServer) -> None:
+    mini.script = with_echo(lambda body: _error(400, "Input too long: 9000 tokens > max_model_len 8192"))
     ctx = _ctx([mini.base_url])
     with pytest.raises(ContextLengthError, match=r"item 'big'.*9000 tokens"):
         await chat("x", item_id="big", ctx=ctx)

@@ -6,13 +6,13 @@ import logging
 from typing import Any
 
 import pytest
-from miniserver import MiniServer
 
 from nimflow._exceptions import AuthenticationError, EndpointUnreachableError
 from nimflow._redact import redact, remember_secret
 from nimflow.llm import chat
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.retry import RetryPolicy
+from nimflow.testing import FakeServer, Reply
 
 SENTINEL = "Zq7-sentinel-value-9xK"
 
@@ -67,13 +67,11 @@ def test_remembered_secrets_are_masked_anywhere() -> None:
 
 @pytest.mark.anyio
 async def test_llm_errors_and_logs_carry_no_key(
-    mini: MiniServer, closed_url: str, caplog: pytest.LogCaptureFixture
+    mini: FakeServer, closed_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = "ep-" + "k" * 20 + "4242"
-    mini.script = lambda body: (
-        401,
-        {},
-        {"error": {"message": f"Incorrect API key provided: ep-...4242 ({key})."}},
+    mini.script = lambda body: Reply(
+        401, {"error": {"message": f"Incorrect API key provided: ep-...4242 ({key})."}}
     )
     policy = RetryPolicy(max_attempts=2, backoff_initial=0.01)
     ctx = build_actor_context("a", "m", [mini.base_url], api_key=key, retry_policy=policy)

@@ -9,13 +9,14 @@ from typing import Any
 import anyio
 import openai
 import pytest
-from miniserver import MiniServer, wait_until
+from scripted import answered, echo_server, seen, wait_until, with_echo
 
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.context import ActorContext
 from nimflow.llm.retry import RetryPolicy
 from nimflow.llm.router import Replica
 from nimflow.llm.usage import meter
+from nimflow.testing import FakeServer, Reply
 
 FAST = RetryPolicy(max_attempts=4, backoff_initial=0.01, backoff_max=0.05)
 
@@ -53,44 +54,47 @@ def _replica0(ctx: ActorContext) -> Replica:
 
 
 @pytest.mark.anyio
-async def test_fewest_in_flight_favours_the_fast_replica(mini: MiniServer, mini2: MiniServer) -> None:
+async def test_fewest_in_flight_favours_the_fast_replica(mini: FakeServer, mini2: FakeServer) -> None:
     slow, fast = mini, mini2
-    slow.latency, fast.latency = 0.1, 0.005
+    slow.configure(latency_ms=100)
+    fast.configure(latency_ms=5)
     ctx = _ctx([slow.base_url, fast.base_url])
     items = [f"i{i}" for i in range(120)]
     assert await _ask_all(ctx, items, concurrency=4) == [f"echo: {i}" for i in items]
     await close_actor_context(ctx)
-    assert len(slow.seen) + len(fast.seen) == 120
+    assert len(seen(slow)) + len(seen(fast)) == 120
     # The slow replica keeps about two requests in flight; the fast one turns its over 20x faster.
-    assert len(slow.seen) * 4 < len(fast.seen)
+    assert len(seen(slow)) * 4 < len(seen(fast))
 
 
 @pytest.mark.anyio
 async def test_load_spreads_over_three_replicas() -> None:
-    servers = [MiniServer(latency=0.02).start() for _ in range(3)]
+    servers = [echo_server(latency_ms=20) for _ in range(3)]
     try:
         ctx = _ctx([s.base_url for s in servers])
         await _ask_all(ctx, [f"i{i}" for i in range(90)], concurrency=30)
         await close_actor_context(ctx)
         # The first 30 go out 10/10/10; after that, whichever replica answers first gets the next.
-        assert sum(len(s.seen) for s in servers) == 90 and all(len(s.seen) >= 10 for s in servers)
+        assert sum(len(seen(s)) for s in servers) == 90 and all(len(seen(s)) >= 10 for s in servers)
     finally:
         for s in servers:
             s.stop()
 
 
 @pytest.mark.anyio
-async def test_per_replica_cap_is_never_exceeded(mini: MiniServer, mini2: MiniServer) -> None:
-    mini.latency = mini2.latency = 0.03
+async def test_per_replica_cap_is_never_exceeded(mini: FakeServer, mini2: FakeServer) -> None:
+    mini.configure(latency_ms=30)
+    mini2.configure(latency_ms=30)
     ctx = _ctx([mini.base_url, mini2.base_url], max_in_flight_per_replica=3)
     items = [f"i{i}" for i in range(60)]
     assert await _ask_all(ctx, items, concurrency=60) == [f"echo: {i}" for i in items]
     await close_actor_context(ctx)
-    assert mini.max_in_flight == 3 and mini2.max_in_flight == 3
+    assert mini.peak_in_flight == 3 and mini2.peak_in_flight == 3
 
 
-def test_sync_client_routes_and_caps(mini: MiniServer, mini2: MiniServer) -> None:
-    mini.latency = mini2.latency = 0.03
+def test_sync_client_routes_and_caps(mini: FakeServer, mini2: FakeServer) -> None:
+    mini.configure(latency_ms=30)
+    mini2.configure(latency_ms=30)
     ctx = _ctx([mini.base_url, mini2.base_url], max_in_flight_per_replica=2)
 
     def ask(i: int) -> str:
@@ -115,19 +119,19 @@ def test_sync_client_routes_and_caps(mini: MiniServer, mini2: MiniServer) -> Non
         return results
 
     assert anyio.run(main) == [f"echo: s{i}" for i in range(24)]
-    assert mini.max_in_flight <= 2 and mini2.max_in_flight <= 2
-    assert len(mini.seen) > 0 and len(mini2.seen) > 0
+    assert mini.peak_in_flight <= 2 and mini2.peak_in_flight <= 2
+    assert len(seen(mini)) > 0 and len(seen(mini2)) > 0
 
 
 @pytest.mark.anyio
 async def test_refusing_replica_is_taken_out_and_its_requests_answered_elsewhere(
-    mini: MiniServer, closed_url: str
+    mini: FakeServer, closed_url: str
 ) -> None:
     ctx = _ctx([closed_url, mini.base_url])
     items = [f"i{i}" for i in range(40)]
     with meter() as usage:
         assert await _ask_all(ctx, items, concurrency=10) == [f"echo: {i}" for i in items]
-    assert sorted(mini.seen) == sorted(items)
+    assert sorted(seen(mini)) == sorted(items)
     assert usage.retries == 0 and usage.errors == 0  # a refused connection is a transparent re-send
     down = _replica0(ctx)
     assert not down.up
@@ -135,8 +139,8 @@ async def test_refusing_replica_is_taken_out_and_its_requests_answered_elsewhere
 
 
 @pytest.mark.anyio
-async def test_on_replica_down_is_called_once_and_its_url_used(closed_url: str, mini: MiniServer) -> None:
-    replacement = MiniServer().start()
+async def test_on_replica_down_is_called_once_and_its_url_used(closed_url: str, mini: FakeServer) -> None:
+    replacement = echo_server()
     calls: list[str] = []
 
     async def restart(url: str) -> str | None:
@@ -153,8 +157,8 @@ async def test_on_replica_down_is_called_once_and_its_url_used(closed_url: str, 
         assert await _ask_all(ctx, second, concurrency=10) == [f"echo: {i}" for i in second]
         assert calls == [closed_url]
         assert ctx.replica_urls == [replacement.base_url, mini.base_url]
-        assert len(replacement.seen) > 0
-        assert sorted(replacement.seen + mini.seen) == sorted(first + second)
+        assert len(seen(replacement)) > 0
+        assert sorted(seen(replacement) + seen(mini)) == sorted(first + second)
         await close_actor_context(ctx)
     finally:
         replacement.stop()
@@ -162,7 +166,7 @@ async def test_on_replica_down_is_called_once_and_its_url_used(closed_url: str, 
 
 @pytest.mark.anyio
 async def test_single_replica_restarted_while_requests_wait(closed_url: str) -> None:
-    replacement = MiniServer().start()
+    replacement = echo_server()
 
     async def restart(url: str) -> str | None:
         await anyio.sleep(0.2)
@@ -173,7 +177,7 @@ async def test_single_replica_restarted_while_requests_wait(closed_url: str) -> 
         items = [f"i{i}" for i in range(10)]
         with meter() as usage:
             assert await _ask_all(ctx, items, concurrency=10) == [f"echo: {i}" for i in items]
-        assert sorted(replacement.seen) == items
+        assert sorted(seen(replacement)) == items
         assert usage.errors == 0
         await close_actor_context(ctx)
     finally:
@@ -181,8 +185,9 @@ async def test_single_replica_restarted_while_requests_wait(closed_url: str) -> 
 
 
 @pytest.mark.anyio
-async def test_replica_stopped_mid_batch_every_request_answered(mini: MiniServer, mini2: MiniServer) -> None:
-    mini.latency = mini2.latency = 0.01
+async def test_replica_stopped_mid_batch_every_request_answered(mini: FakeServer, mini2: FakeServer) -> None:
+    mini.configure(latency_ms=10)
+    mini2.configure(latency_ms=10)
     ctx = _ctx([mini.base_url, mini2.base_url])
     items = [f"i{i}" for i in range(200)]
     results: dict[str, str] = {}
@@ -199,14 +204,14 @@ async def test_replica_stopped_mid_batch_every_request_answered(mini: MiniServer
             await wait_until(lambda: len(results) >= 50)
             await anyio.to_thread.run_sync(mini.stop)
     assert results == {i: f"echo: {i}" for i in items}
-    answered = mini.answered + mini2.answered
-    assert set(answered) == set(items)
-    assert len(mini2.answered) > len(mini.answered)
+    done = answered(mini) + answered(mini2)
+    assert set(done) == set(items)
+    assert len(answered(mini2)) > len(answered(mini))
     await close_actor_context(ctx)
 
 
 @pytest.mark.anyio
-async def test_streaming_through_the_transport(mini: MiniServer) -> None:
+async def test_streaming_through_the_transport(mini: FakeServer) -> None:
     ctx = _ctx([mini.base_url], max_in_flight_per_replica=1)
     with meter() as usage:
         for _ in range(3):  # the slot is released when the stream ends (cap 1 would block otherwise)
@@ -229,7 +234,7 @@ async def test_streaming_through_the_transport(mini: MiniServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_usage_meter_counts_tokens(mini: MiniServer) -> None:
+async def test_usage_meter_counts_tokens(mini: FakeServer) -> None:
     ctx = _ctx([mini.base_url])
     with meter() as usage:
         await _ask_all(ctx, ["one two three", "four"], concurrency=2)
@@ -249,10 +254,10 @@ def _fail_first(n: int, status: int, headers: dict[str, str] | None = None) -> A
     def script(body: dict[str, Any]) -> Any:
         if left["n"] > 0:
             left["n"] -= 1
-            return (
-                status,
-                headers or {},
-                {"error": {"message": f"fault {status}", "type": "x", "code": status}},
+            return Reply(
+                status=status,
+                headers=headers or {},
+                body={"error": {"message": f"fault {status}", "type": "x", "code": status}},
             )
         return None
 
@@ -262,13 +267,13 @@ def _fail_first(n: int, status: int, headers: dict[str, str] | None = None) -> A
 @pytest.mark.anyio
 @pytest.mark.parametrize("status", [408, 409, 500, 502, 503])
 async def test_retryable_statuses_are_retried_and_counted(
-    mini: MiniServer, status: int, caplog: pytest.LogCaptureFixture
+    mini: FakeServer, status: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    mini.script = _fail_first(2, status)
+    mini.script = with_echo(_fail_first(2, status))
     ctx = _ctx([mini.base_url])
     with meter() as usage, caplog.at_level(logging.DEBUG, logger="nimflow.llm"):
         assert await _ask(ctx, "x") == "echo: x"
-    assert len(mini.seen) == 3
+    assert len(seen(mini)) == 3
     assert (usage.requests, usage.retries, usage.errors) == (1, 2, 0)
     retries = [r for r in caplog.records if r.name == "nimflow.llm" and "retrying" in r.getMessage()]
     assert len(retries) == 2 and f"HTTP {status}" in retries[0].getMessage()
@@ -276,8 +281,8 @@ async def test_retryable_statuses_are_retried_and_counted(
 
 
 @pytest.mark.anyio
-async def test_429_honours_retry_after(mini: MiniServer) -> None:
-    mini.script = _fail_first(2, 429, {"Retry-After": "0.3"})
+async def test_429_honours_retry_after(mini: FakeServer) -> None:
+    mini.script = with_echo(_fail_first(2, 429, {"Retry-After": "0.3"}))
     ctx = _ctx([mini.base_url])
     started = time.monotonic()
     with meter() as usage:
@@ -288,12 +293,12 @@ async def test_429_honours_retry_after(mini: MiniServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_retries_are_bounded(mini: MiniServer) -> None:
-    mini.script = _fail_first(100, 503)
+async def test_retries_are_bounded(mini: FakeServer) -> None:
+    mini.script = with_echo(_fail_first(100, 503))
     ctx = _ctx([mini.base_url])
     with meter() as usage, pytest.raises(openai.InternalServerError):
         await _ask(ctx, "x")
-    assert len(mini.seen) == FAST.max_attempts
+    assert len(seen(mini)) == FAST.max_attempts
     assert (usage.retries, usage.errors) == (FAST.max_attempts - 1, 1)
     await close_actor_context(ctx)
 
@@ -309,25 +314,25 @@ async def test_retries_are_bounded(mini: MiniServer) -> None:
         (422, openai.UnprocessableEntityError),
     ],
 )
-async def test_client_errors_are_not_retried(mini: MiniServer, status: int, error: type[Exception]) -> None:
-    mini.script = _fail_first(100, status)
+async def test_client_errors_are_not_retried(mini: FakeServer, status: int, error: type[Exception]) -> None:
+    mini.script = with_echo(_fail_first(100, status))
     ctx = _ctx([mini.base_url])
     with meter() as usage, pytest.raises(error):
         await _ask(ctx, "x")
-    assert len(mini.seen) == 1
+    assert len(seen(mini)) == 1
     assert (usage.retries, usage.errors) == (0, 1)
     await close_actor_context(ctx)
 
 
 @pytest.mark.anyio
-async def test_timeouts_and_dropped_connections_are_retried(mini: MiniServer) -> None:
+async def test_timeouts_and_dropped_connections_are_retried(mini: FakeServer) -> None:
     calls = {"n": 0}
 
     def script(body: dict[str, Any]) -> Any:
         calls["n"] += 1
-        return {1: 2.0, 2: "drop"}.get(calls["n"])
+        return {1: Reply(delay=2.0), 2: Reply(drop=True)}.get(calls["n"])
 
-    mini.script = script
+    mini.script = with_echo(script)
     ctx = _ctx([mini.base_url], request_timeout=0.3)
     with meter() as usage:
         assert await _ask(ctx, "x") == "echo: x"
@@ -345,10 +350,10 @@ async def test_all_replicas_refusing_fails_after_bounded_retries(closed_url: str
 
 
 @pytest.mark.anyio
-async def test_requests_carry_auth_but_not_the_logical_host(mini: MiniServer) -> None:
+async def test_requests_carry_auth_but_not_the_logical_host(mini: FakeServer) -> None:
     ctx = _ctx([mini.base_url], api_key="sk-secret-123")
     await _ask(ctx, "x")
-    headers = mini.headers_seen[0]
-    assert headers["Authorization"] == "Bearer sk-secret-123"
-    assert headers["Host"] == f"127.0.0.1:{mini.port}"
+    headers = mini.requests[0].headers
+    assert headers["authorization"] == "Bearer sk-secret-123"
+    assert headers["host"] == f"127.0.0.1:{mini.port}"
     await close_actor_context(ctx)

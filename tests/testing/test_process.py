@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -55,9 +56,17 @@ def test_spawned_process_serves_and_is_scripted_over_http() -> None:
 
 
 def test_process_start_failure_reports_stderr() -> None:
-    process = FakeServerProcess(max_model_len=0)  # rejected by the child
-    with pytest.raises(RuntimeError, match="max_model_len must be at least 1"):
-        process.start(timeout=30)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = FakeServerProcess(port=taken.getsockname()[1])  # the child cannot bind it
+        with pytest.raises(RuntimeError, match=r"(?s)exited with code 2.*Address already in use"):
+            process.start(timeout=30)
+
+
+def test_bad_options_are_refused_before_a_process_starts() -> None:
+    with pytest.raises(ValueError, match="max_model_len must be at least 1"):
+        FakeServerProcess(max_model_len=0)
 
 
 def test_python_dash_m_prints_a_ready_line_and_stops_on_sigterm() -> None:

@@ -22,6 +22,7 @@ from nimflow._exceptions import ActorConfigError, PortInUseError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, port_is_free
 from nimflow.actors.launchers.detach import spawn_detached
 from nimflow.actors.servers import FakeOpenAI, LocalProcess, ServerSpec
+from nimflow.testing import FakeOptions, command
 
 __all__ = ["ProcessLauncher", "fake_server_argv"]
 
@@ -29,13 +30,10 @@ _STOP_WAIT = 10.0
 
 
 def fake_server_argv(spec: FakeOpenAI, port: int) -> list[str]:
-    argv = [sys.executable, "-m", "nimflow.testing", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--model", spec.model]
-    for adapter in spec.adapter_names:
-        argv += ["--adapter", adapter]
-    if spec.latency_ms:
-        argv += ["--latency-ms", f"{spec.latency_ms:g}"]
-    return argv
+    options = FakeOptions(
+        port=port, model=spec.model, adapters=tuple(spec.adapter_names), latency_ms=spec.latency_ms
+    )
+    return command(options)
 
 
 def _start_ticks(pid: int) -> str | None:

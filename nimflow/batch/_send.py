@@ -1,0 +1,95 @@
+"""Sending one Batch request through an actor's client, and ``batch()`` for use in an actor task.
+
+A server's answer is the request's response, whatever its status (a 4xx is the caller's to
+see, as in the Batch API, and is not retried). What the transport could not get answered
+(429 or 5xx after its retries, a dropped connection) and a 200 whose body is not JSON raise
+``BatchRequestError``: the task's own retries send it again, and a rerun sends it again.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import httpx2
+import openai
+
+from nimflow._exceptions import BatchRequestError
+
+from ._format import SUPPORTED_URLS
+
+if TYPE_CHECKING:
+    from nimflow.llm.context import ActorContext
+
+_RETRIED = {408, 409, 429}  # statuses that are the server's trouble, not the request's
+
+
+def _request_id(response: httpx2.Response, body: Any) -> str:
+    header = response.headers.get("x-request-id")
+    if header:
+        return str(header)
+    return str(body.get("id", "")) if isinstance(body, dict) else ""
+
+
+async def send(ctx: ActorContext, url: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"status_code", "request_id", "body"}`` of one request, sent to the actor's replicas."""
+    if url not in SUPPORTED_URLS:
+        raise BatchRequestError(f"{url!r} is not supported; use one of {', '.join(SUPPORTED_URLS)}.")
+    payload = dict(body)
+    payload.setdefault("model", ctx.model)
+    try:
+        response = await ctx.client.post(url.removeprefix("/v1"), cast_to=httpx2.Response, body=payload)
+    except openai.APIStatusError as error:
+        status = error.status_code
+        if status >= 500 or status in _RETRIED:
+            raise BatchRequestError(f"HTTP {status} from the server after retries: {error.message}") from None
+        response = error.response
+    except openai.APIConnectionError as error:
+        raise BatchRequestError(f"no answer from the server: {error}") from None
+    try:
+        answer = json.loads(response.content)
+    except ValueError:
+        kind = response.headers.get("content-type", "unknown content type")
+        raise BatchRequestError(
+            f"HTTP {response.status_code} with a body that is not JSON ({kind}): {response.text[:80]!r}"
+        ) from None
+    return {"status_code": response.status_code, "request_id": _request_id(response, answer), "body": answer}
+
+
+async def batch(
+    requests: Iterable[Mapping[str, Any]], *, concurrency: int | None = None, ctx: ActorContext | None = None
+) -> list[dict[str, Any]]:
+    """Answer Batch request lines inside an actor task; the output lines, in input order.
+
+    Each request is ``{"custom_id", "url", "body"}`` (``method`` POST); the result has the Batch
+    output shape: ``{"id", "custom_id", "response", "error"}``. A 4xx is its line's response; a
+    request that got no usable answer has ``error`` set. The enclosing task's cache stores the
+    whole list; use ``nimflow.batch.run_batch`` for an answer stored per request.
+    """
+    from nimflow.llm.context import current_actor
+
+    from ._format import Request, output_line
+
+    actor = ctx or current_actor()
+    items = [
+        Request(i + 1, str(r["custom_id"]), str(r.get("url", "")), dict(r["body"]))
+        for i, r in enumerate(requests)
+    ]
+    lines: list[str] = [""] * len(items)
+    limiter = anyio.CapacityLimiter(concurrency or actor.capacity)
+
+    async def one(index: int, request: Request) -> None:
+        async with limiter:
+            try:
+                response = await send(actor, request.url, request.body)
+                lines[index] = output_line(request, response, None)
+            except BatchRequestError as error:
+                code = "invalid_url" if not request.supported else "request_failed"
+                lines[index] = output_line(request, None, {"code": code, "message": str(error)})
+
+    async with anyio.create_task_group() as group:
+        for index, request in enumerate(items):
+            group.start_soon(one, index, request)
+    return [json.loads(line) for line in lines]

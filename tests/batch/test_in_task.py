@@ -1,0 +1,41 @@
+"""`nimflow.batch.batch` inside an actor task: the Batch output shape, order, 4xx and per-line
+errors, through the actor's routed client to the fake server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batch_support import chat_line
+
+import nimflow as nf
+from nimflow.batch import batch
+from nimflow.testing import FakeServer
+
+
+def test_batch_inside_an_actor_task(fake: FakeServer) -> None:
+    fake.set_faults("seq:500,html")  # retried by the transport, then an error on its line
+    env = nf.ActorEnvironment("batcher", nf.OpenAIEndpoint(base_url=fake.base_url), ttl_seconds=0)
+
+    @env.task
+    async def answer(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return await batch(requests, concurrency=1)
+
+    @nf.workflow
+    def wf(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return answer(requests=requests)
+
+    lines = [
+        chat_line("a"),
+        chat_line("b"),
+        {"custom_id": "c", "url": "/v1/files", "body": {}},
+        chat_line("d"),
+    ]
+    lines[3]["body"]["model"] = "unknown"
+    out = nf.run(wf, requests=lines).outputs
+    assert [o["custom_id"] for o in out] == ["a", "b", "c", "d"]
+    # a: its 500 is retried by the transport and gets an HTML page, which is not an answer.
+    assert out[0]["response"] is None and "not JSON (text/html)" in out[0]["error"]["message"]
+    assert out[1]["response"]["status_code"] == 200 and out[1]["error"] is None
+    assert out[2]["error"]["code"] == "invalid_url"
+    assert out[3]["response"]["status_code"] == 404
+    assert [r.fault for r in fake.requests if r.method == "POST"] == ["500", "html", None, None]
