@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from nimflow import _serialize
+from nimflow._artifacts import as_query, record_artifact_outputs, record_lineage, resolve_artifact_inputs
 from nimflow._context import bind_run
 from nimflow._runner import ItemFailure, NodeState, Runner
 from nimflow._store import Run, Store
@@ -114,7 +115,6 @@ async def arun(
     **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop."""
-    values = validate_inputs(wf, {**(inputs or {}), **kw_inputs})
     graph = wf.build()
     envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
     if servers:
@@ -123,6 +123,13 @@ async def arun(
         check_overrides(servers, envs.values())
     own_store = store is None
     store = store or Store.open()
+    try:
+        given, consumed = resolve_artifact_inputs(wf, {**(inputs or {}), **kw_inputs}, store)
+        values = validate_inputs(wf, given)
+    except BaseException:
+        if own_store:
+            store.close()
+        raise
     run_id = uuid.uuid4().hex[:12]
     started = time.time()
     row = Run(
@@ -134,6 +141,7 @@ async def arun(
         started_at=started,
     )
     store.add(row)
+    record_lineage(run_id, consumed, store)
     runner = Runner(graph=graph, run_id=run_id, store=store, inputs=values, read_cache=use_cache)
     result = RunResult(run_id=run_id, status="running", outputs=None, nodes=list(runner.states.values()))
     try:
@@ -158,6 +166,7 @@ async def arun(
         result.status = "failed" if failed else "succeeded"
         if result.status == "succeeded":
             row.outputs = _outputs_json(wf, result.outputs)
+            record_artifact_outputs(wf, result.outputs, run_id, store)
         else:
             row.error = _failure_summary(runner)
     except BaseException as exc:
@@ -211,7 +220,9 @@ def validate_inputs(wf: WorkflowSpec[..., Any], inputs: Mapping[str, Any]) -> di
     values: dict[str, Any] = {}
     for name, param in params.items():
         hint = wf.input_hints[name]
-        if name in inputs:
+        if name in inputs and as_query(inputs[name]) is not None:
+            values[name] = inputs[name]  # an artifact version, read when the run starts
+        elif name in inputs:
             try:
                 values[name] = _serialize.validate(inputs[name], hint, f"workflow input {name!r}")
             except SerializationError as exc:

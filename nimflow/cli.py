@@ -27,6 +27,7 @@ from sqlmodel import col, select
 from nimflow import _serialize
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._loader import pick_workflow
+from nimflow._plans_cli import add_commands as add_plan_commands
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
 from nimflow.actors.cli import actors_app, secret_app
@@ -44,6 +45,7 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(actors_app, name="actors")
 app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
+add_plan_commands(app)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -233,7 +235,9 @@ def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
         for name, raw in values.items():
             if raw is None:
                 continue
-            if isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
+            if isinstance(raw, str) and raw.startswith("@artifact:"):
+                pass  # an artifact version (@artifact:NAME[:VERSION]), read when the run starts
+            elif isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
                 with contextlib.suppress(json.JSONDecodeError):  # validation says what was expected
                     raw = json.loads(raw)
             inputs[name] = raw

@@ -172,8 +172,26 @@ def test_second_run_is_fully_cached(ner: ModuleType, vllm_fake: FakeServer, nimf
         "ner.named_entity_recognition",
     )
     assert hits == [(len(ner.SAMPLE_TEXTS), len(ner.SAMPLE_TEXTS))]
-    assert query(nimflow_home, "select count(*) from entities where run_id = ?", second.run_id) == [
-        (len(ner.SAMPLE_TEXTS),)
+    # The rerun leaves the table as it was: the rows of the first run, none added.
+    assert query(nimflow_home, "select run_id, count(*) from entities group by run_id") == [
+        (first.run_id, len(ner.SAMPLE_TEXTS))
+    ]
+
+
+def test_another_model_adds_rows_and_a_reused_id_keeps_both_texts(
+    ner: ModuleType, vllm_fake: FakeServer, nimflow_home: Path
+) -> None:
+    ada = nf.run(ner.ner_wf, text="Ada Lovelace lived in London.", servers=servers(vllm_fake)).outputs
+    nf.run(ner.ner_wf, text="Charles Babbage lived in London.", servers=servers(vllm_fake))
+    # The same text read by another model (the task called as a plain function, outside a run).
+    other = [ada[0].model_copy(update={"model": "other/model"})]
+    ner.save_entities(texts=[ner.TextItem(id="text", text=ada[0].text)], results=other)
+    ner.save_entities(texts=[ner.TextItem(id="text", text=ada[0].text)], results=other)  # again: no change
+    rows = query(nimflow_home, "select text_id, model, text from entities order by model, text")
+    assert rows == [
+        ("text", GEMMA, "Ada Lovelace lived in London."),
+        ("text", GEMMA, "Charles Babbage lived in London."),
+        ("text", "other/model", "Ada Lovelace lived in London."),
     ]
 
 
