@@ -78,8 +78,11 @@ class Artifact:
     def __hash__(self) -> int:
         return hash(self.name)
 
-    def query(self, version: int | None = None) -> ArtifactQuery:
-        """The latest version when the run starts, or `version`."""
+    def query(self, version: int | None = None) -> Any:
+        """The latest version when the run starts, or `version`.
+
+        Typed Any so that it type-checks as the default of an input of any type
+        (`text: TextSample = TextSampleArtifact.query()`); the value is an ArtifactQuery."""
         return ArtifactQuery(self.name, version)
 
 
