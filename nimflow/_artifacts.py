@@ -56,6 +56,7 @@ class ArtifactUse(SQLModel, table=True):
     run_id: str = Field(primary_key=True)
     input: str = Field(primary_key=True)
     artifact_id: str = Field(index=True)  # ArtifactVersion.id
+    created_at: float = Field(default_factory=time.time)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -268,7 +269,11 @@ def consumers(store: Store, artifact_ids: list[str]) -> dict[str, list[str]]:
     if not artifact_ids:
         return found
     with store.session() as session:
-        rows = session.exec(select(ArtifactUse).where(col(ArtifactUse.artifact_id).in_(artifact_ids)))
+        rows = session.exec(
+            select(ArtifactUse)
+            .where(col(ArtifactUse.artifact_id).in_(artifact_ids))
+            .order_by(col(ArtifactUse.created_at))
+        )
         for row in rows:
             found[row.artifact_id].append(row.run_id)
     return found

@@ -60,6 +60,15 @@ class Scheduler:
         self.plans = list(plans)
         self.store = store
         self.files = dict(files or {})
+        # --server overrides apply to the plans whose workflows use that actor.
+        self.actors = {p.name: _actors_of(p) for p in self.plans}
+        used = set().union(*self.actors.values())
+        unused = sorted(set(servers or {}) - used)
+        if unused:
+            raise UserInputError(
+                f"--server names {unused}, which no served plan's workflow uses; their actors: "
+                f"{sorted(used) or 'none'}."
+            )
         self.servers = dict(servers or {})
         self.console = console
         self.poll_seconds = poll_seconds
@@ -114,10 +123,10 @@ class Scheduler:
         if planned is not None:
             launch = claim(self.store, plan.name, f"tick:{planned:.3f}", planned_at=planned)
             if launch is not None:
-                late = now - planned
-                detail = f"tick {time.strftime('%H:%M:%S', time.localtime(planned))}" + (
-                    f" ({late:.0f} s late: missed while no scheduler ran)" if late > 1 else ""
-                )
+                detail = f"tick {_clock(planned)}"
+                expected = when.next_after(state.first_seen, last)
+                if planned > expected + 1e-6:  # ticks passed while no scheduler ran: one launch for them
+                    detail += f" (ticks since {_clock(expected)} were missed: started once)"
                 starts.append((launch.id, None, detail))
             last = planned
         return when.next_after(state.first_seen, last), starts
@@ -138,7 +147,7 @@ class Scheduler:
             result = await arun(
                 plan.workflow,
                 inputs=plan.inputs_for(version),
-                servers=self.servers,
+                servers={a: spec for a, spec in self.servers.items() if a in self.actors[plan.name]},
                 store=self.store,
                 progress=on_start,
                 console=self.console,
@@ -167,6 +176,14 @@ class Scheduler:
                 + (f" (run {run_id})" if run_id else "")
                 + (f": {error}" if error else "")
             )
+
+
+def _actors_of(plan: LaunchPlan) -> set[str]:
+    return {node.task.actor.name for node in plan.workflow.build() if node.task.actor is not None}
+
+
+def _clock(stamp: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp))
 
 
 async def serve_until_signalled(scheduler: Scheduler) -> None:

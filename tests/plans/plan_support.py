@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Workflows the tests' plan files share. `produce` publishes a version of the Numbers artifact
 # (and fails when asked to); `consume` reads one; `slow` takes a while, item by item.
-COMMON = '''
+COMMON = """
 import time
 from datetime import timedelta
 from typing import Annotated
@@ -59,7 +59,7 @@ def nap(i: int) -> int:
 @nf.workflow
 def slow(items: list[int] = list(range(40))) -> list[int]:
     return nf.map_task(nap, concurrency=2)(i=items)
-'''
+"""
 
 
 def plan_file(folder: Path, name: str, plans: str) -> Path:
