@@ -27,6 +27,7 @@ from sqlmodel import col, select
 from nimflow import _serialize
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._loader import pick_workflow
+from nimflow._plans_cli import ArtifactOr
 from nimflow._plans_cli import add_commands as add_plan_commands
 from nimflow._store import CacheEntry, Run, Store, TaskRun
 from nimflow._workflow import WorkflowSpec
@@ -226,7 +227,7 @@ def _inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
         click_type: Any = {int: click.INT, float: click.FLOAT, str: click.STRING}.get(hint, click.STRING)
         params.append(
             click.Option(
-                names, type=click_type, required=required, default=None, help=help_text, show_default=False
+                names, type=ArtifactOr(click_type), required=required, default=None, help=help_text, show_default=False
             )
         )
 
