@@ -23,7 +23,7 @@ from sqlalchemy import UniqueConstraint, func
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
-from nimflow._artifacts import Artifact, ArtifactQuery
+from nimflow._artifacts import Artifact, ArtifactQuery, ArtifactVersion
 from nimflow._exceptions import UserInputError, WorkflowDefinitionError
 from nimflow._store import Store
 from nimflow._workflow import WorkflowSpec
@@ -276,12 +276,17 @@ def last_planned(store: Store, plan: str) -> float | None:
     return None if value is None else float(value)
 
 
-def launched_artifacts(store: Store, plan: str) -> set[str]:
+def pending_versions(store: Store, plan: str, artifact: str, since: float) -> list[ArtifactVersion]:
+    """Versions of `artifact` created since `since` that `plan` has not launched on, oldest first."""
+    launched = select(Launch.artifact_id).where(Launch.plan == plan, col(Launch.artifact_id).is_not(None))
     with store.session() as session:
-        rows = session.exec(
-            select(Launch.artifact_id).where(Launch.plan == plan, col(Launch.artifact_id).is_not(None))
+        query = (
+            select(ArtifactVersion)
+            .where(ArtifactVersion.name == artifact, ArtifactVersion.created_at >= since)
+            .where(col(ArtifactVersion.id).not_in(launched))
+            .order_by(col(ArtifactVersion.created_at), col(ArtifactVersion.version))
         )
-        return {r for r in rows if r is not None}
+        return list(session.exec(query))
 
 
 def claim(
@@ -335,8 +340,8 @@ __all__ = [
     "OnArtifact",
     "claim",
     "describe",
-    "launched_artifacts",
     "launches",
+    "pending_versions",
     "plans_in",
     "register",
     "schedule_from_text",

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from nimflow import _artifacts
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._launchplans import (
     LaunchPlan,
@@ -27,7 +26,7 @@ from nimflow._launchplans import (
     OnArtifact,
     claim,
     last_planned,
-    launched_artifacts,
+    pending_versions,
     register,
     states,
     update_launch,
@@ -108,10 +107,7 @@ class Scheduler:
         when = plan.when
         starts: list[tuple[str, int | None, str]] = []
         if isinstance(when, OnArtifact):
-            done = launched_artifacts(self.store, plan.name)
-            for version in _artifacts.versions(self.store, when.artifact.name, since=state.first_seen):
-                if version.id in done:
-                    continue
+            for version in pending_versions(self.store, plan.name, when.artifact.name, state.first_seen):
                 launch = claim(self.store, plan.name, f"artifact:{version.id}", artifact_id=version.id)
                 if launch is not None:
                     starts.append(
