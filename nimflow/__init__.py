@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from nimflow._artifacts import Artifact
     from nimflow._context import current_run_id, session
     from nimflow._exceptions import (
         ActorConfigError,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         UserInputError,
         WorkflowDefinitionError,
     )
+    from nimflow._launchplans import Cron, FixedRate, LaunchPlan, OnArtifact
     from nimflow._run import RunResult, arun, run, workflow
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task
@@ -50,6 +52,11 @@ if TYPE_CHECKING:
     from nimflow.secrets import Secret
 
 _EXPORTS: dict[str, str] = {
+    "Artifact": "nimflow._artifacts",
+    "Cron": "nimflow._launchplans",
+    "FixedRate": "nimflow._launchplans",
+    "LaunchPlan": "nimflow._launchplans",
+    "OnArtifact": "nimflow._launchplans",
     "ActorConfigError": "nimflow._exceptions",
     "ActorError": "nimflow._exceptions",
     "AuthenticationError": "nimflow._exceptions",
@@ -105,16 +112,20 @@ __all__ = [
     "ActorConfigError",
     "ActorEnvironment",
     "ActorError",
+    "Artifact",
     "AuthenticationError",
     "BadRequestError",
     "Container",
     "ContextLengthError",
+    "Cron",
     "DockerUnavailableError",
     "EndpointUnreachableError",
     "ExtractionError",
+    "FixedRate",
     "GPUUnavailableError",
     "ImageNotAvailableError",
     "LLMError",
+    "LaunchPlan",
     "LocalProcess",
     "MalformedResponseError",
     "MapInputError",
@@ -123,6 +134,7 @@ __all__ = [
     "NIMSecrets",
     "NimflowError",
     "NoActorError",
+    "OnArtifact",
     "OpenAIEndpoint",
     "PortInUseError",
     "RunCancelledError",

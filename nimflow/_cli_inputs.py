@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from nimflow import _serialize
+from nimflow._plans_cli import ArtifactOr
 from nimflow._workflow import WorkflowSpec
 
 __all__ = ["inputs_command"]
@@ -32,14 +33,16 @@ def inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:
             continue
         names = [f"--{flag}"] + ([f"--{name}"] if flag != name else [])
         click_type: Any = {int: click.INT, float: click.FLOAT}.get(hint, click.STRING)
-        params.append(click.Option(names, type=click_type, default=None, help=help_text))
+        params.append(click.Option(names, type=ArtifactOr(click_type), default=None, help=help_text))
 
     def callback(**values: Any) -> dict[str, Any]:
         inputs: dict[str, Any] = {}
         for name, raw in values.items():
             if raw is None:  # not given: the run fills in the default or says it is needed
                 continue
-            if isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
+            if isinstance(raw, str) and raw.startswith("@artifact:"):
+                pass  # an artifact version (@artifact:NAME[:VERSION]), read when the run starts
+            elif isinstance(raw, str) and not _accepts_text(wf.input_hints[name], raw):
                 with contextlib.suppress(json.JSONDecodeError):  # the run says what was expected
                     raw = json.loads(raw)
             inputs[name] = raw

@@ -27,6 +27,7 @@ import anyio.abc
 import anyio.to_thread
 
 from nimflow import _serialize
+from nimflow._artifacts import record_artifact_outputs, record_lineage, resolve_artifact_inputs
 from nimflow._context import bind_run
 from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
 from nimflow._graph import current_builder
@@ -199,13 +200,19 @@ async def _execute(
     source_file: str | None,
     handle_signals: bool,
 ) -> RunResult:
-    values = validate_inputs(wf, given)
-    graph = wf.build()
-    envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
-    if servers:
-        _check_servers(servers, envs.values())
     own_store = store is None
     store = store or Store.open()
+    try:
+        resolved, consumed = resolve_artifact_inputs(wf, given, store)  # artifact.query() inputs
+        values = validate_inputs(wf, resolved)
+        graph = wf.build()
+        envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
+        if servers:
+            _check_servers(servers, envs.values())
+    except BaseException:
+        if own_store:
+            store.close()
+        raise
     run_id = uuid.uuid4().hex[:12]
     started = time.time()
     row = Run(
@@ -218,6 +225,7 @@ async def _execute(
         heartbeat_at=started,
     )
     store.add(row)
+    record_lineage(run_id, consumed, store)
     actors = _actor_session(store, servers, console) if envs else None
     scheduler = Scheduler(graph, run_id, store, values, read_cache=use_cache, resources=actors)
     result = RunResult(
@@ -250,6 +258,7 @@ async def _execute(
         else:
             result.status = Status.SUCCEEDED
             row.outputs = _outputs_json(wf, result.outputs)
+            record_artifact_outputs(wf, result.outputs, run_id, store)
     except BaseException as exc:
         result.failures = _sorted(scheduler.failures)
         if isinstance(exc, KeyboardInterrupt | anyio.get_cancelled_exc_class()):

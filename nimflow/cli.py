@@ -35,6 +35,7 @@ from nimflow._every import CANCELLED, run_every
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._history import error_message
 from nimflow._loader import pick_workflow
+from nimflow._plans_cli import add_commands as add_plan_commands
 from nimflow._status import Status
 from nimflow._store import Store
 from nimflow._workflow import WorkflowSpec
@@ -417,3 +418,4 @@ app.add_typer(secret_app, name="secret")
 app.command("fake-server")(fake_server)
 app.command("batch")(batch_command)
 app.command("batch-server")(batch_server_command)
+add_plan_commands(app)

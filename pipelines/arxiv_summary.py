@@ -6,7 +6,8 @@
 `load_arxiv` searches arXiv (or reads the PDFs of a local folder with `--source`), extracts the
 text of each paper with pymupdf and returns batches of papers. `generate_summary` runs on a warm
 NIM actor: each batch is one map item, and its papers are summarized concurrently through the
-actor's OpenAI client. `save_summaries` writes one row per paper to the `summary` table.
+actor's OpenAI client. `save_summaries` writes one row per paper and model to the `summary`
+table (keyed by paper id and model: a rerun leaves it as it was).
 
 A paper that cannot be read (a corrupt or empty PDF, a missing PDF link) is kept with its error:
 it is not sent to the model, its row says why, and the other papers go on. Those problems are
@@ -25,7 +26,7 @@ from pathlib import Path
 import arxiv
 import httpx
 from pydantic import BaseModel
-from sqlalchemy import insert
+from results import save_results
 from sqlmodel import Field, SQLModel
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
@@ -69,18 +70,21 @@ class PaperSummary(BaseModel):
 
 
 class Summary(SQLModel, table=True):
-    """One row per paper per run: `sqlite3 .nimflow/nimflow.db 'select title, summary from summary'`."""
+    """One row per paper and model: `sqlite3 .nimflow/nimflow.db 'select title, summary from summary'`.
+
+    Keyed by (paper_id, model), the model being the adapter when one is used: a rerun leaves the
+    rows as they were (with the run that wrote them), a paper whose text changed gets its new
+    summary, and another model or adapter adds rows of its own."""
 
     __tablename__ = "summary"
 
-    id: int | None = Field(default=None, primary_key=True)
+    paper_id: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
     run_id: str = Field(index=True)
-    paper_id: str = Field(index=True)
     title: str
     url: str
     summary: str | None = None
     error: str | None = None
-    model: str
     served_by: str
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -311,7 +315,7 @@ async def generate_summary(arxiv_pdfs: list[Paper], repo_id: str | None) -> list
 
 @nf.task
 def save_summaries(summaries: list[list[PaperSummary]]) -> list[PaperSummary]:
-    """One row per paper in the `summary` table, tagged with this run's id; returns the summaries."""
+    """One row per paper and model in the `summary` table (kept as it is on a rerun); returns the summaries."""
     flat = [summary for batch in summaries for summary in batch]
     run_id = nf.current_run_id() or "none"
     created = datetime.now(UTC)
@@ -330,8 +334,7 @@ def save_summaries(summaries: list[list[PaperSummary]]) -> list[PaperSummary]:
         for s in flat
     ]
     with nf.session() as db:
-        if rows:  # one multi-row INSERT: building ORM objects per paper cost more than the run itself
-            db.execute(insert(Summary), rows)
+        save_results(db, Summary, rows, compare=("title", "url", "summary", "error"))
         db.commit()
     for s in flat:
         if s.error is not None:

@@ -3,23 +3,31 @@
     nimflow run pipelines/ner.py                                   # the built-in sample sentences
     nimflow run pipelines/ner.py --text "Ada Lovelace met Charles Babbage in London in 1833."
     nimflow run pipelines/ner.py --file examples/texts.jsonl       # one {"id": ..., "text": ...} per line
-    nimflow run pipelines/ner.py --every 60                        # again every minute, until Ctrl-C
     nimflow run pipelines/ner.py --server vllm-actor=fake          # no GPU: the fake OpenAI server
+    nimflow run pipelines/ner.py --sample @artifact:TextSample     # the latest published sample
+    nimflow serve pipelines/ner.py --server vllm-actor=fake        # the launch plans, until Ctrl-C
 
 Each text is one map item on a warm vLLM actor. The model answers with JSON constrained by the
 `EntityExtraction` schema; `nimflow.llm.extract` validates it and asks again when the output was
 cut short. A text whose answer never validates fails on its own: the others are stored, and the
-run lists the failure. The results go to the `entities` table, one row per text per run.
+run lists the failure. The results go to the `entities` table, keyed by text id, text digest
+and model: a rerun leaves the table as it was, another model adds its own rows.
+
+As in the tutorial, two launch plans run it on a schedule: `upstream_wf` (text_samples.py)
+publishes a `TextSample` artifact every minute, and `ner_wf` runs on each new version of it.
 """
 
+import hashlib
 import json
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pydantic
 from pydantic import BaseModel
+from results import save_results
 from sqlmodel import Field, SQLModel
+from text_samples import SAMPLE_TEXTS, TextSample, TextSampleArtifact, get_text, upstream_wf
 
 import nimflow as nf
 from nimflow.llm import extract
@@ -37,15 +45,6 @@ MAX_TOKENS_LIMIT = 1024
 # A few texts whose answers do not validate should not throw away the rest, but when most fail
 # (a broken server, a model without structured output) the run should fail.
 MIN_SUCCESS_RATIO = 0.5
-
-SAMPLE_TEXTS = [
-    "Dr. Amara Osei joined the Savanna Computing Institute in Nairobi on 3 February 2021 to lead its work on sensors.",
-    "On 12 May 2023, Harbor Labs opened a research office in Lisbon, run by Lucas Ferreira.",
-    "Maria Okonkwo presented the Northbridge Institute of Technology's new verifier in Oslo in March 2024.",
-    "Kestrel Labs and Rhine Valley University signed a research agreement in Cologne on 28 August 2023.",
-    "Priya Raman left Seattle in June 2022 to work with Jonas Weber at the Meridian Institute in Dublin.",
-]
-
 
 class EntityExtraction(BaseModel):
     persons: list[str] = pydantic.Field(description="Names of people, as written in the text.")
@@ -68,18 +67,21 @@ class TextEntities(BaseModel):
 
 
 class Entities(SQLModel, table=True):
-    """One row per text per run: `sqlite3 .nimflow/nimflow.db 'select text_id, entities from entities'`.
+    """One row per text and model: `sqlite3 .nimflow/nimflow.db 'select text_id, entities from entities'`.
 
-    The text id is only ever a column value, never a file name or a path."""
+    Keyed by (text_id, text_sha256, model): a rerun leaves the rows as they were (with the run
+    that wrote them), another model adds its own, and another text under a reused id (every
+    `--text` is id "text") gets its own row. The text id is only ever a column value, never a
+    file name or a path."""
 
     __tablename__ = "entities"
 
-    id: int | None = Field(default=None, primary_key=True)
+    text_id: str = Field(primary_key=True)
+    text_sha256: str = Field(primary_key=True)
+    model: str = Field(primary_key=True)
     run_id: str = Field(index=True)
-    text_id: str = Field(index=True)
     text: str
     entities: str  # EntityExtraction as JSON
-    model: str
     served_by: str
     created: datetime = Field(default_factory=lambda: datetime.now(UTC))
 
@@ -89,12 +91,16 @@ actor = nf.ActorEnvironment(name="vllm-actor", server=vllm, replica_count=1, ttl
 
 
 @nf.task
-def load_texts(text: str | None = None, file: str | None = None) -> list[TextItem]:
-    """The texts to read: `--text`, the lines of `--file`, or the built-in sample.
+def load_texts(
+    text: str | None = None, file: str | None = None, sample: TextSample | None = None
+) -> list[TextItem]:
+    """The texts to read: `--text`, the lines of `--file`, a published sample, or the built-in ones.
 
     Not cached: the file may change between runs, and reading it costs nothing next to the model."""
-    if text is not None and file is not None:
-        raise nf.UserInputError("give --text or --file, not both.")
+    if sum(given is not None for given in (text, file, sample)) > 1:
+        raise nf.UserInputError("give one of --text, --file and --sample, not several.")
+    if sample is not None:
+        return [TextItem(id=sample.id, text=sample.text)]
     if text is not None:
         if not text.strip():
             raise nf.UserInputError("--text is empty.")
@@ -164,21 +170,25 @@ async def named_entity_recognition(item: TextItem) -> TextEntities:
 
 @nf.task
 def save_entities(texts: list[TextItem], results: list[TextEntities | None]) -> list[TextEntities]:
-    """One row per text in the `entities` table, tagged with this run's id; returns what was found."""
+    """One row per text and model in the `entities` table (kept as it is on a rerun); returns what was found."""
     run_id = nf.current_run_id() or "none"
     found = [r for r in results if r is not None]
+    created = datetime.now(UTC)
+    rows = [
+        {
+            "text_id": r.id,
+            "text_sha256": hashlib.sha256(r.text.encode()).hexdigest(),
+            "model": r.model,
+            "run_id": run_id,
+            "text": r.text,
+            "entities": r.entities.model_dump_json(),
+            "served_by": r.served_by,
+            "created": created,
+        }
+        for r in found
+    ]
     with nf.session() as db:
-        for r in found:
-            db.add(
-                Entities(
-                    run_id=run_id,
-                    text_id=r.id,
-                    text=r.text,
-                    entities=r.entities.model_dump_json(),
-                    model=r.model,
-                    served_by=r.served_by,
-                )
-            )
+        save_results(db, Entities, rows, compare=("entities",))
         db.commit()
     for item, result in zip(texts, results, strict=True):
         if result is None:
@@ -187,8 +197,25 @@ def save_entities(texts: list[TextItem], results: list[TextEntities | None]) -> 
 
 
 @nf.workflow
-def ner_wf(text: str | None = None, file: str | None = None) -> list[TextEntities]:
-    """Find persons, organizations, locations and dates in `text`, the texts of `file`, or samples."""
-    texts = load_texts(text=text, file=file)
+def ner_wf(
+    text: str | None = None, file: str | None = None, sample: TextSample | None = None
+) -> list[TextEntities]:
+    """Find persons, organizations, locations and dates in `text`, the texts of `file`, a published
+    `sample` (`--sample @artifact:TextSample`), or the built-in samples."""
+    texts = load_texts(text=text, file=file, sample=sample)
     results = nf.map_task(named_entity_recognition, min_success_ratio=MIN_SUCCESS_RATIO)(item=texts)
     return save_entities(texts=texts, results=results)
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch plans, for `nimflow serve pipelines/ner.py`
+
+upstream_plan = nf.LaunchPlan(upstream_wf, "text-sample-every-minute", schedule=nf.FixedRate(timedelta(minutes=1)))
+ner_plan = nf.LaunchPlan(
+    ner_wf,
+    "ner-on-text-sample",
+    inputs={"sample": TextSampleArtifact.query()},
+    trigger=nf.OnArtifact(TextSampleArtifact),
+)
+
+__all__ = ["SAMPLE_TEXTS", "TextSample", "get_text", "ner_plan", "ner_wf", "upstream_plan", "upstream_wf"]

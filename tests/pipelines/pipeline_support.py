@@ -31,6 +31,9 @@ ADAPTER = "OrpoLlama-3-8B-Instruct"  # what NIM serves the tutorial's LoRA adapt
 
 
 def load_pipeline(name: str) -> ModuleType:
+    # Pipelines import their sibling modules (results, text_samples) as `nimflow run` lets them.
+    if str(PIPELINES) not in sys.path:
+        sys.path.insert(0, str(PIPELINES))
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, PIPELINES / f"{name}.py")

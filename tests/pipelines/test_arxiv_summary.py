@@ -122,6 +122,7 @@ def test_second_run_is_fully_cached(
     first = nf.run(arxiv_summary.batch_inference_wf, servers=servers(nim_fake), **inputs)
     assert len(chat_requests(nim_fake)) == 4
     nim_fake.clear_log()
+    after_first = before_rows(nimflow_home, first.run_id)
 
     second = nf.run(arxiv_summary.batch_inference_wf, servers=servers(nim_fake), **inputs)
     assert second.outputs == first.outputs
@@ -135,13 +136,22 @@ def test_second_run_is_fully_cached(
         "arxiv_summary.load_arxiv",
     )
     assert sorted(hits) == [("arxiv_summary.generate_summary", 1)] * 3 + [("arxiv_summary.load_arxiv", 1)]
-    # Each run records its own rows.
-    counts = dict(query(nimflow_home, "select run_id, count(*) from summary group by run_id"))
-    assert counts == {first.run_id: 6, second.run_id: 6}
+    # The rerun leaves the result table as it was: one row per paper and model, from the first run.
+    table = "select paper_id, model, run_id, title, url, summary, error, served_by, created from summary"
+    assert len(after_first) == 6
+    assert query(nimflow_home, table) == after_first
+
+
+def before_rows(home: Path, run_id: str) -> list[tuple[Any, ...]]:
+    rows = query(
+        home, "select paper_id, model, run_id, title, url, summary, error, served_by, created from summary"
+    )
+    assert {r[2] for r in rows} == {run_id}
+    return rows
 
 
 def test_a_changed_folder_is_read_again(
-    arxiv_summary: ModuleType, nim_fake: FakeServer, papers: Path
+    arxiv_summary: ModuleType, nim_fake: FakeServer, papers: Path, nimflow_home: Path
 ) -> None:
     first = nf.run(arxiv_summary.batch_inference_wf, source=str(papers), servers=servers(nim_fake))
     (papers / "good-1.pdf").write_bytes(make_pdf(paper_text(77), title="Good paper 1, revised"))
@@ -150,6 +160,21 @@ def test_a_changed_folder_is_read_again(
     after = {s.id: s for s in second.outputs}["good-1"]
     assert after.title == "Good paper 1, revised"
     assert "Paper number 77" in (after.summary or "") and "Paper number 77" not in (before.summary or "")
+    # The table holds the paper's new summary in place of the old one, written by the second run.
+    rows = query(nimflow_home, "select run_id, title, summary from summary where paper_id = ?", "good-1")
+    assert rows == [(second.run_id, "Good paper 1, revised", after.summary)]
+    assert query(nimflow_home, "select count(*) from summary") == [(len(first.outputs),)]
+
+
+def test_another_model_adds_rows_of_its_own(
+    arxiv_summary: ModuleType, nim_fake: FakeServer, papers: Path, nimflow_home: Path
+) -> None:
+    adapter = nf.run(arxiv_summary.batch_inference_wf, source=str(papers), servers=servers(nim_fake))
+    base = nf.run(
+        arxiv_summary.batch_inference_wf, source=str(papers), repo_id=None, servers=servers(nim_fake)
+    )
+    counts = dict(query(nimflow_home, "select model, count(*) from summary group by model"))
+    assert counts == {ADAPTER: len(adapter.outputs), "meta/llama3-8b-instruct": len(base.outputs)}
 
 
 def test_base_model_instead_of_the_adapter(

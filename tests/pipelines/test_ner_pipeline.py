@@ -103,7 +103,7 @@ def test_bad_lines_name_their_line(ner: ModuleType, tmp_path: Path, line: str, m
 @pytest.mark.parametrize(
     ("inputs", "message"),
     [
-        ({"text": "a", "file": "b.jsonl"}, "give --text or --file, not both"),
+        ({"text": "a", "file": "b.jsonl"}, "give one of --text, --file and --sample, not several"),
         ({"text": "   "}, "--text is empty"),
         ({"file": "missing.jsonl"}, "--file missing.jsonl: no such file"),
     ],
@@ -172,8 +172,26 @@ def test_second_run_is_fully_cached(ner: ModuleType, vllm_fake: FakeServer, nimf
         "ner.named_entity_recognition",
     )
     assert hits == [(len(ner.SAMPLE_TEXTS), len(ner.SAMPLE_TEXTS))]
-    assert query(nimflow_home, "select count(*) from entities where run_id = ?", second.run_id) == [
-        (len(ner.SAMPLE_TEXTS),)
+    # The rerun leaves the table as it was: the rows of the first run, none added.
+    assert query(nimflow_home, "select run_id, count(*) from entities group by run_id") == [
+        (first.run_id, len(ner.SAMPLE_TEXTS))
+    ]
+
+
+def test_another_model_adds_rows_and_a_reused_id_keeps_both_texts(
+    ner: ModuleType, vllm_fake: FakeServer, nimflow_home: Path
+) -> None:
+    ada = nf.run(ner.ner_wf, text="Ada Lovelace lived in London.", servers=servers(vllm_fake)).outputs
+    nf.run(ner.ner_wf, text="Charles Babbage lived in London.", servers=servers(vllm_fake))
+    # The same text read by another model (the task called as a plain function, outside a run).
+    other = [ada[0].model_copy(update={"model": "other/model"})]
+    ner.save_entities(texts=[ner.TextItem(id="text", text=ada[0].text)], results=other)
+    ner.save_entities(texts=[ner.TextItem(id="text", text=ada[0].text)], results=other)  # again: no change
+    rows = query(nimflow_home, "select text_id, model, text from entities order by model, text")
+    assert rows == [
+        ("text", GEMMA, "Ada Lovelace lived in London."),
+        ("text", GEMMA, "Charles Babbage lived in London."),
+        ("text", "other/model", "Ada Lovelace lived in London."),
     ]
 
 
@@ -202,7 +220,9 @@ def test_output_that_never_validates_fails_that_text_only(
         {"id": "a", "text": "Priya Raman moved to Seattle in June 2022."},
         {"id": "b", "text": "Harbor Labs opened an office in Lisbon on 12 May 2023."},
     ]
-    nf.run(ner.ner_wf, file=str(write_jsonl(tmp_path / "first.jsonl", records)), servers=servers(vllm_fake))
+    first = nf.run(
+        ner.ner_wf, file=str(write_jsonl(tmp_path / "first.jsonl", records)), servers=servers(vllm_fake)
+    )
     vllm_fake.set_faults("truncate:1.0")
     vllm_fake.clear_log()
     more = [*records, {"id": "c", "text": "Jonas Weber spoke in Cologne on 9 October 2024."}]
@@ -219,11 +239,10 @@ def test_output_that_never_validates_fails_that_text_only(
     requests = [r for r in vllm_fake.requests if r.path == "/v1/chat/completions"]
     assert len(requests) == 3 and all(r.fault == "truncate" for r in requests)
     assert [r.body["max_tokens"] for r in requests] == [512, 1024, 1024]  # more room, within the context
-    assert sorted(
-        r[0] for r in query(nimflow_home, "select text_id from entities where run_id = ?", result.run_id)
-    ) == [
-        "a",
-        "b",
+    # a and b keep their rows from the first run; c has none.
+    assert sorted(query(nimflow_home, "select text_id, run_id from entities")) == [
+        ("a", first.run_id),
+        ("b", first.run_id),
     ]
     # The failed text was not cached: once the server behaves, it is extracted.
     vllm_fake.set_faults(None)
