@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task, workflow
     from nimflow.actors import NIM, VLLM, ActorEnvironment, LocalProcess, NIMSecrets, OpenAIEndpoint
+    from nimflow.actors.launchers.ray import Ray
     from nimflow.llm.context import current_actor
     from nimflow.secrets import Secret
 
@@ -77,6 +78,7 @@ _EXPORTS: dict[str, str] = {
     "NIMSecrets": "nimflow.actors",
     "OpenAIEndpoint": "nimflow.actors",
     "LocalProcess": "nimflow.actors",
+    "Ray": "nimflow.actors.launchers.ray",
     "Secret": "nimflow.secrets",
     "current_run_id": "nimflow._context",
     "current_actor": "nimflow.llm.context",
@@ -113,6 +115,7 @@ __all__ = [
     "NimflowError",
     "NoActorError",
     "OpenAIEndpoint",
+    "Ray",
     "PortInUseError",
     "RunFailedError",
     "RunResult",

@@ -80,6 +80,14 @@ def run(
             help="Serve an actor another way: fake | endpoint:URL | process:CMD. Repeatable.",
         ),
     ] = None,
+    placement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--placement",
+            metavar="ACTOR=WHERE",
+            help="Place an actor's replicas elsewhere: ray | ray:ADDRESS (a Ray cluster). Repeatable.",
+        ),
+    ] = None,
     every: Annotated[
         float | None,
         typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
@@ -112,6 +120,10 @@ def run(
         exc.show()
         raise typer.Exit(2) from exc
     servers = dict(parse_assignment(item) for item in server or [])
+    if placement:
+        from nimflow.actors.launchers.ray import place
+
+        place(wf, placement)
     if every is not None and every <= 0:
         raise UserInputError(f"--every {every:g}: give the seconds between run starts, more than 0.")
     _setup_logging()

@@ -60,9 +60,13 @@ def actors_ls() -> None:
     if not rows:
         _console.print("no actor replicas are running")
         return
-    table = Table("actor", "replica", "kind", "container / pid", "url", "model", "config", "expires in")
+    table = Table("actor", "replica", "kind", "container / pid / node", "url", "model", "config", "expires in")
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
+        if row.kind == "ray":
+            from nimflow.actors.launchers.ray import describe_handle
+
+            handle = describe_handle(row.handle)
         table.add_row(
             row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.config_hash,
             _expires(row.last_used, row.ttl_seconds, row.status),
@@ -96,7 +100,8 @@ def actors_stop(
                 stop_row(store, row)
             except NimflowError as exc:
                 raise _fail(exc) from None
-            _console.print(f"stopped {row.id} ({row.kind} {row.handle.split('@')[0][:12]})")
+            where = row.handle.split("|")[1] if row.kind == "ray" else row.handle.split("@")[0][:12]
+            _console.print(f"stopped {row.id} ({row.kind} {where})")
     finally:
         store.close()
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 from nimflow._exceptions import UserInputError
+from nimflow.actors.launchers.ray import Ray
 from nimflow.actors.servers import ServerSpec
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ DEFAULT_MAX_IN_FLIGHT = 256
 
 class ActorEnvironment:
     """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
-    of the run). `max_concurrency` caps the requests in flight per replica (default 256, the batch size
+    of the run). `placement=nf.Ray(address)` runs them on a Ray cluster. `max_concurrency` caps the requests in flight per replica (default 256, the batch size
     vLLM and NIM schedule by default: more would only queue inside the server)."""
 
     def __init__(
@@ -36,6 +37,7 @@ class ActorEnvironment:
         replica_count: int = 1,
         ttl_seconds: float = 900,
         max_concurrency: int | None = None,
+        placement: Ray | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise UserInputError(
@@ -53,11 +55,14 @@ class ActorEnvironment:
             raise UserInputError(f"actor {name!r}: ttl_seconds must be 0 or more, not {ttl_seconds}.")
         if max_concurrency is not None and max_concurrency < 1:
             raise UserInputError(f"actor {name!r}: max_concurrency must be 1 or more, not {max_concurrency}.")
+        if placement is not None and not isinstance(placement, Ray):
+            raise UserInputError(f"actor {name!r}: placement must be nf.Ray(...) or None, not {placement!r}.")
         self.name = name
         self.server = server
         self.replica_count = replica_count
         self.ttl_seconds = float(ttl_seconds)
         self.max_concurrency = max_concurrency
+        self.placement = placement
 
     @overload
     def task(self, fn: Callable[P, R], /) -> TaskSpec[P, R]: ...

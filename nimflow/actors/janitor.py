@@ -75,7 +75,7 @@ def sweep(store: object, now: float | None = None) -> float | None:
     assert isinstance(store, Store)
     now = time.time() if now is None else now
     with store.session() as session:
-        rows = [r for r in session.exec(select(ActorReplica)) if r.kind in ("docker", "process", "fake")]
+        rows = [r for r in session.exec(select(ActorReplica)) if r.kind in ("docker", "process", "fake", "ray")]
     next_expiry: float | None = None
     for row in rows:
         info = _info(row)
@@ -134,6 +134,10 @@ def _launcher(kind: str) -> Launcher:
             from nimflow.actors.launchers.docker import DockerLauncher
 
             _LAUNCHERS[kind] = DockerLauncher()
+        elif kind == "ray":
+            from nimflow.actors.launchers.ray import RayLauncher
+
+            _LAUNCHERS[kind] = RayLauncher()
         else:
             from nimflow.actors.launchers.process import ProcessLauncher
 
@@ -148,7 +152,7 @@ def _has_rows(store: object) -> bool:
 
     assert isinstance(store, Store)
     with store.session() as session:
-        return any(r.kind in ("docker", "process", "fake") for r in session.exec(select(ActorReplica)))
+        return any(r.kind in ("docker", "process", "fake", "ray") for r in session.exec(select(ActorReplica)))
 
 
 def run(once: bool = False) -> int:

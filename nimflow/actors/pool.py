@@ -141,6 +141,8 @@ class ActorSession:
         if actor is None:
             spec = self.server_for(env)
             launcher = self._launchers.get(spec.kind) or self._launchers.get(type(spec).__name__)
+            if env.placement is not None and spec.kind in ("docker", "process"):
+                launcher = self._launchers.setdefault(f"ray:{env.placement}", env.placement.launcher())
             if launcher is None:
                 launcher = self._launchers.setdefault(spec.kind, default_launcher(spec))
             actor = _Actor(env=env, spec=spec, launcher=launcher, override=self._raw_overrides.get(env.name))
