@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -104,6 +105,20 @@ def actors_stop(
             _console.print(f"stopped {row.id} ({row.kind} {where})")
     finally:
         store.close()
+
+
+@actors_app.command("kubernetes")
+def actors_kubernetes(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
+    workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
+) -> None:
+    """Print the Kubernetes objects (YAML) each actor's replicas would be; nothing is created."""
+    from nimflow.actors.kubernetes import plan_text
+
+    try:
+        typer.echo(plan_text(file, workflow), nl=False)
+    except NimflowError as exc:
+        raise _fail(exc) from None
 
 
 @secret_app.command("create")

@@ -22,7 +22,10 @@ import pytest
 for _name in ("RAY_USAGE_STATS_ENABLED", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
     os.environ[_name] = "0"
 
-ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
+try:
+    import ray
+except ImportError:  # the fixture skips; the Kubernetes tests here need no Ray
+    ray = None
 
 MARKER = "NIMFLOW_RAY_TEST_CLUSTER"
 
@@ -55,6 +58,7 @@ def marked_pids(marker: str) -> list[int]:
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[LocalCluster]:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
     from ray.cluster_utils import Cluster
 
     marker = uuid.uuid4().hex
@@ -84,13 +88,21 @@ def ray_cluster() -> Iterator[LocalCluster]:
             else:
                 os.environ[name] = value
         left = _wait_gone(marker, 30.0)
+        described = [_cmdline(pid) for pid in left]
         for pid in left:  # ours alone: they carry this cluster's marker
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         shutil.rmtree(tmpdir, ignore_errors=True)
-        assert not left, f"processes of the test cluster were left running: {left}"
+        assert not left, f"processes of the test cluster were left running: {described}"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+    except OSError:
+        return str(pid)
 
 
 def _wait_gone(marker: str, seconds: float) -> list[int]:

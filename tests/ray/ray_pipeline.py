@@ -42,13 +42,21 @@ async def ask(item: str) -> str:
     return response.choices[0].message.content or ""
 
 
+CONCURRENCY = int(os.environ.get("NIMFLOW_TEST_CONCURRENCY", "0")) or None
+
+
 @nf.workflow
 def answers(items: list[str]) -> list[str]:
-    return nf.map_task(ask)(item=items)
+    return nf.map_task(ask, concurrency=CONCURRENCY)(item=items)
 
 
 if __name__ == "__main__":
     import json
+    import logging
+    from pathlib import Path
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    # python ray_pipeline.py ITEMS_JSON RESULT_FILE (stdout also carries Ray's own messages)
     result = nf.run(answers, items=json.loads(sys.argv[1]))
-    print(json.dumps({"outputs": result.outputs, "served_by": result.served_by}))
+    Path(sys.argv[2]).write_text(json.dumps({"outputs": result.outputs, "served_by": result.served_by}))

@@ -41,12 +41,13 @@ def wait_until(check: Any, seconds: float, what: str) -> None:
 
 
 def run_pipeline(items: list[str], timeout: float = 150, **env: str) -> dict[str, Any]:
+    out = Path(os.environ["NIMFLOW_HOME"]).parent / f"result-{time.monotonic_ns()}.json"
     done = subprocess.run(
-        [sys.executable, str(PIPELINE), json.dumps(items)],
+        [sys.executable, str(PIPELINE), json.dumps(items), str(out)],
         env={**os.environ, **env}, capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(out.read_text()))
 
 
 def nimflow_cli(*args: str) -> str:
@@ -151,10 +152,12 @@ def test_ttl_zero_stops_replicas_at_the_end_and_the_janitor_stops_idle_ones(
 def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_every_item_once(
     ray_cluster: LocalCluster,
 ) -> None:
-    items = [f"Item {i} asks for its answer." for i in range(40)]
+    # 30 items, 2 at a time, 2 s each: the batch outlasts the node's death and the replica's restart.
+    items = [f"Item {i} asks for its answer." for i in range(30)]
+    result_file = Path(os.environ["NIMFLOW_HOME"]).parent / "result.json"
     run = subprocess.Popen(
-        [sys.executable, str(PIPELINE), json.dumps(items)],
-        env={**os.environ, "NIMFLOW_TEST_LATENCY_MS": "400"},
+        [sys.executable, str(PIPELINE), json.dumps(items), str(result_file)],
+        env={**os.environ, "NIMFLOW_TEST_LATENCY_MS": "2000", "NIMFLOW_TEST_CONCURRENCY": "2"},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -170,7 +173,7 @@ def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_ever
             run.kill()
             run.communicate()
     assert run.returncode == 0, err[-3000:]
-    assert_answered(items, json.loads(out.strip().splitlines()[-1])["outputs"])
+    assert_answered(items, json.loads(result_file.read_text())["outputs"])
     store = Store.open()
     try:
         with store.session() as session:

@@ -296,12 +296,20 @@ def _info(gcs: str, data: dict[str, Any]) -> ReplicaInfo:
 # -- the node side: the body of the Ray actor -----------------------------------------------------
 
 # The server's parent: it ends the server when the Ray worker that started it is gone (killed, or
-# its node lost), so no server outlives its actor; it exits with the server's exit code.
+# its node lost), so no server outlives its actor; it exits with the server's exit code. Ray
+# SIGKILLs a dead worker's children, so the server also gets SIGTERM when this watchdog dies.
 _WATCHDOG = r"""
 import os, signal, subprocess, sys
 parent, argv = int(sys.argv[1]), sys.argv[2:]
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-child = subprocess.Popen(argv, preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+def prepare():
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):  # SIGTERM the server should this watchdog be SIGKILLed
+        import ctypes
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+child = subprocess.Popen(argv, preexec_fn=prepare)
 code = None
 while code is None:
     try:
