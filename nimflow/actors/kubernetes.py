@@ -143,7 +143,10 @@ def _pod_spec(client: Any, spec: NIM | VLLM) -> Any:
     shm = parse_quantity(spec.shm_size)
     if shm:
         volumes.append(
-            client.V1Volume(name="dshm", empty_dir=client.V1EmptyDirVolumeSource(medium="Memory", size_limit=_quantity(shm)))
+            client.V1Volume(
+                name="dshm",
+                empty_dir=client.V1EmptyDirVolumeSource(medium="Memory", size_limit=_quantity(shm)),
+            )
         )
         mounts.append(client.V1VolumeMount(name="dshm", mount_path="/dev/shm"))
     init_containers = []

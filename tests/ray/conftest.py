@@ -4,6 +4,7 @@ stopped (every one of them carries a marker in its environment, which the teardo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -70,7 +71,12 @@ def ray_cluster() -> Iterator[LocalCluster]:
     started = time.monotonic()
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "num_gpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False},
+        head_node_args={
+            "num_cpus": 1,
+            "num_gpus": 1,
+            "node_ip_address": "127.0.0.1",
+            "include_dashboard": False,
+        },
     )
     try:
         workers = [cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1") for _ in range(2)]
@@ -90,10 +96,8 @@ def ray_cluster() -> Iterator[LocalCluster]:
         left = _wait_gone(marker, 30.0)
         described = [_cmdline(pid) for pid in left]
         for pid in left:  # ours alone: they carry this cluster's marker
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         shutil.rmtree(tmpdir, ignore_errors=True)
         assert not left, f"processes of the test cluster were left running: {described}"
 

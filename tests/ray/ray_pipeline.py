@@ -29,7 +29,8 @@ actor = nf.ActorEnvironment(
     server=server,
     replica_count=2,
     ttl_seconds=float(os.environ.get("NIMFLOW_TEST_TTL", "600")),
-    placement=nf.Ray(),
+    # "cli": no placement in the code, so that `--placement ray-actor=ray:...` gives it.
+    placement=None if os.environ.get("NIMFLOW_TEST_PLACEMENT") == "cli" else nf.Ray(),
 )
 
 

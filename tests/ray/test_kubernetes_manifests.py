@@ -14,7 +14,9 @@ import nimflow as nf
 from nimflow._exceptions import ActorConfigError
 from nimflow.actors.kubernetes import manifests, secret_ref
 
-pytest.importorskip("kubernetes", reason="the kubernetes client is not installed: pip install 'nimflow[kubernetes]'")
+pytest.importorskip(
+    "kubernetes", reason="the kubernetes client is not installed: pip install 'nimflow[kubernetes]'"
+)
 
 NIM_IMAGE = "nvcr.io/nim/meta/llama3-8b-instruct:1.0.0"
 
@@ -27,7 +29,9 @@ def nim_actor(**kwargs: Any) -> nf.ActorEnvironment:
         env={"NIM_PEFT_SOURCE": "/home/nvs/loras"},
         gpu=1, cpu=2, mem="20Gi", shm_size="16Gi",
     )  # fmt: skip
-    return nf.ActorEnvironment(name="nim_actor", server=server, **{"replica_count": 2, "ttl_seconds": 900, **kwargs})
+    return nf.ActorEnvironment(
+        name="nim_actor", server=server, **{"replica_count": 2, "ttl_seconds": 900, **kwargs}
+    )
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
@@ -86,7 +90,9 @@ def test_nim_replicas_become_a_deployment_and_a_service_each_with_the_plugin_pod
     assert server["resources"] == {"requests": amounts, "limits": amounts}
     startup = server["startupProbe"]
     assert startup["httpGet"] == {"path": "/v1/health/ready", "port": "http"}
-    assert startup["failureThreshold"] >= 100 and startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    assert (
+        startup["failureThreshold"] >= 100 and startup["periodSeconds"] * startup["failureThreshold"] >= 1800
+    )
     assert server["readinessProbe"]["httpGet"]["path"] == "/v1/health/ready"
 
     (init,) = pod["initContainers"]
@@ -97,7 +103,10 @@ def test_nim_replicas_become_a_deployment_and_a_service_each_with_the_plugin_pod
     ]
     script = init["command"][-1]
     assert init["command"][:2] == ["sh", "-c"]
-    assert "Samhita/OrpoLlama-3-8B-Instruct" in script and '"$LOCAL_PEFT_DIRECTORY/OrpoLlama-3-8B-Instruct"' in script
+    assert (
+        "Samhita/OrpoLlama-3-8B-Instruct" in script
+        and '"$LOCAL_PEFT_DIRECTORY/OrpoLlama-3-8B-Instruct"' in script
+    )
     assert "export LOCAL_PEFT_DIRECTORY=/home/nvs/loras" in script
 
     service = services[1]
@@ -122,7 +131,15 @@ def test_vllm_without_lora_or_ngc_has_no_init_container_or_pull_secret() -> None
     pod = deployment["spec"]["template"]["spec"]
     assert "initContainers" not in pod and "imagePullSecrets" not in pod
     (container,) = pod["containers"]
-    assert container["args"] == ["--model", "Qwen/Qwen2.5-0.5B-Instruct", "--host", "0.0.0.0", "--port", "8000", "--dtype=half"]
+    assert container["args"] == [
+        "--model",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--dtype=half",
+    ]
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert container["env"] == [
         {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "HF_TOKEN"}}}
@@ -164,4 +181,6 @@ def test_the_cli_prints_yaml_for_every_actor_of_a_file(tmp_path: Path) -> None:
         ("Deployment", "nimflow-nim-actor-0"), ("Service", "nimflow-nim-actor-0"),
         ("Deployment", "nimflow-nim-actor-1"), ("Service", "nimflow-nim-actor-1"),
     ]  # fmt: skip
-    assert done.stdout.startswith("# actor nim-actor: NIM nvcr.io/nim/meta/llama3-8b-instruct:1.0.0, 2 replica(s)")
+    assert done.stdout.startswith(
+        "# actor nim-actor: NIM nvcr.io/nim/meta/llama3-8b-instruct:1.0.0, 2 replica(s)"
+    )

@@ -50,10 +50,10 @@ def run_pipeline(items: list[str], timeout: float = 150, **env: str) -> dict[str
     return dict(json.loads(out.read_text()))
 
 
-def nimflow_cli(*args: str) -> str:
+def nimflow_cli(*args: str, **env: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "nimflow", *args],
-        env={**os.environ, "COLUMNS": "300"}, capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "COLUMNS": "300", **env}, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
@@ -119,10 +119,13 @@ def test_a_second_process_adopts_the_replicas_and_a_changed_config_replaces_them
     first = run_pipeline(ITEMS[:4])
     handles = {r.handle for r in replicas()}
     assert len(handles) == 2
-    second = run_pipeline(ITEMS[4:8])
-    assert_answered(ITEMS[4:8], second["outputs"])
-    assert "(2 already running)" in second["served_by"]["ray-actor"]
     assert "already running" not in first["served_by"]["ray-actor"]
+    # The second run places the actor from the command line; it finds the replicas by name.
+    second = nimflow_cli(
+        "run", str(PIPELINE), "--items", json.dumps(ITEMS[4:8]),
+        "--placement", f"ray-actor=ray:{ray_cluster.address}", NIMFLOW_TEST_PLACEMENT="cli",
+    )  # fmt: skip
+    assert "2 replicas (2 already running)" in second
     assert {r.handle for r in replicas()} == handles
     names = named_actors()
 
@@ -161,13 +164,15 @@ def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_ever
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        wait_until(lambda: len(replicas()) == 2 and {r.status for r in replicas()} == {"in_use"}, 90, "replicas")
+        wait_until(
+            lambda: len(replicas()) == 2 and {r.status for r in replicas()} == {"in_use"}, 90, "replicas"
+        )
         rows = replicas()
         victim = next(r for r in rows if ray_cluster.worker_by_node_id(node_of(r)) is not None)
         others = {node_of(r) for r in rows if r is not victim}
         ray_cluster.cluster.remove_node(ray_cluster.worker_by_node_id(node_of(victim)), allow_graceful=False)
         ray_cluster.workers = [w for w in ray_cluster.workers if w.node_id != node_of(victim)]
-        out, err = run.communicate(timeout=240)
+        _, err = run.communicate(timeout=240)
     finally:
         if run.poll() is None:
             run.kill()

@@ -25,11 +25,14 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nimflow._exceptions import ActorConfigError, ServerExitedError, StartupTimeoutError, UserInputError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo, free_port
 from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, ServerSpec, parse_quantity
+
+if TYPE_CHECKING:
+    from nimflow.actors.launchers.docker import DockerLauncher
 
 __all__ = ["NAMESPACE", "Ray", "RayLauncher", "describe_handle", "parse_placement"]
 
@@ -42,8 +45,18 @@ _INSTALL = "pip install 'nimflow[ray]'"
 log = logging.getLogger("nimflow.actors.ray")
 
 
+def _ray() -> Any:
+    # Imported on use: Ray is an optional extra, and heavy to import.
+    import ray
+
+    return ray
+
+
 def _ray_installed() -> bool:
-    return importlib.util.find_spec("ray") is not None
+    try:
+        return importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):  # a broken install, or one hidden on purpose
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,7 +111,7 @@ _connect_lock = threading.Lock()
 
 def _connect(address: str) -> str:
     """Join the cluster once per process; the GCS address (what a handle records)."""
-    import ray
+    ray = _ray()
 
     with _connect_lock:
         if not ray.is_initialized():
@@ -142,7 +155,7 @@ class RayLauncher:
         return _connect(self.placement.resolved_address())
 
     def find(self, actor: str | None = None) -> list[ReplicaInfo]:
-        import ray
+        ray = _ray()
 
         gcs = self._gcs()
         names = [
@@ -187,16 +200,18 @@ class RayLauncher:
         ttl: float,
         progress: Progress | None = None,
     ) -> ReplicaInfo:
-        import ray
+        ray = _ray()
 
         if not isinstance(spec, NIM | VLLM | LocalProcess | FakeOpenAI):
-            raise ActorConfigError(f"actor {actor!r}: a Ray placement runs NIM, VLLM and LocalProcess, not {spec!r}.")
+            raise ActorConfigError(
+                f"actor {actor!r}: a Ray placement runs NIM, VLLM and LocalProcess, not {spec!r}."
+            )
         gcs = self._gcs()
         name = f"{actor}:{replica}:{uuid.uuid4().hex[:8]}"
         # A fixed port is the user's (port + replica, as locally); otherwise the node picks a free one.
         fixed_port = port if int(getattr(spec, "port", 0) or 0) else 0
         remote_cls = ray.remote(_ReplicaServer)
-        handle = remote_cls.options(  # type: ignore[attr-defined]
+        handle = remote_cls.options(
             name=name,
             namespace=NAMESPACE,
             lifetime="detached",
@@ -217,7 +232,9 @@ class RayLauncher:
             ) from None
         except ray.exceptions.RayError as exc:
             ray.kill(handle, no_restart=True)
-            raise ActorConfigError(f"actor {actor!r} replica {replica}: the Ray actor failed: {exc}") from None
+            raise ActorConfigError(
+                f"actor {actor!r} replica {replica}: the Ray actor failed: {exc}"
+            ) from None
         if result.get("error"):
             ray.kill(handle, no_restart=True)
             message, tail = str(result["error"]), str(result.get("log_tail", ""))
@@ -227,14 +244,16 @@ class RayLauncher:
         return _info(gcs, result)
 
     def status(self, info: ReplicaInfo) -> ReplicaInfo:
-        import ray
+        ray = _ray()
 
         handle = self._handle(info)
         if handle is None:
             info.running, info.exit_code = False, None
             return info
         try:
-            fresh = _info(_parse_handle(info.handle)[0], ray.get(handle.describe.remote(), timeout=_PROBE_TIMEOUT))
+            fresh = _info(
+                _parse_handle(info.handle)[0], ray.get(handle.describe.remote(), timeout=_PROBE_TIMEOUT)
+            )
         except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
             info.running, info.exit_code = False, None  # its node died, or the actor did
             return info
@@ -242,7 +261,7 @@ class RayLauncher:
         return fresh
 
     def logs(self, info: ReplicaInfo, lines: int = 40) -> str:
-        import ray
+        ray = _ray()
 
         handle = self._handle(info)
         if handle is None:
@@ -253,20 +272,18 @@ class RayLauncher:
             return ""
 
     def stop(self, info: ReplicaInfo) -> None:
-        import ray
+        ray = _ray()
 
         handle = self._handle(info)
         if handle is None:
             return
         # Stopping the server first: a container would outlive a killed actor (a process would not).
-        try:
+        with contextlib.suppress(ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
             ray.get(handle.shutdown.remote(), timeout=_STOP_WAIT + 5)
-        except (ray.exceptions.RayError, ray.exceptions.GetTimeoutError):
-            pass
         ray.kill(handle, no_restart=True)
 
     def _handle(self, info: ReplicaInfo) -> Any:
-        import ray
+        ray = _ray()
 
         gcs, name, _, _ = _parse_handle(info.handle)
         _connect(self.placement.resolved_address() if self.placement else gcs)
@@ -330,7 +347,7 @@ class _ReplicaServer:
     """Runs on the node Ray chose: starts the server there and answers for it."""
 
     def __init__(self, actor: str, replica: int, spec: ServerSpec, port: int, ttl: float) -> None:
-        import ray
+        ray = _ray()
 
         self.actor, self.replica, self.spec, self.ttl = actor, replica, spec, ttl
         context = ray.get_runtime_context()
@@ -386,7 +403,7 @@ class _ReplicaServer:
 
     # Inside.
 
-    def _docker(self) -> Any:
+    def _docker(self) -> DockerLauncher:
         from nimflow.actors.launchers.docker import DockerLauncher
 
         return DockerLauncher()
@@ -394,7 +411,9 @@ class _ReplicaServer:
     def _start(self) -> None:
         spec = self.spec
         if isinstance(spec, NIM | VLLM):
-            self.container = self._docker().start(self.actor, self.replica, spec, port=self.port, ttl=self.ttl)
+            self.container = self._docker().start(
+                self.actor, self.replica, spec, port=self.port, ttl=self.ttl
+            )
             self.model = self.container.model or self.model
             return
         if isinstance(spec, FakeOpenAI):
