@@ -414,6 +414,8 @@ class ActorSession:
             text += f", {n} replica{'s' if n != 1 else ''}"
             if actor.adopted:
                 text += f" ({actor.adopted} already running)"
+            if actor.launcher.kind == "ray":
+                text += " on Ray"
         if actor.override:
             text += f" [--server {actor.env.name}={actor.override}]"
         return text

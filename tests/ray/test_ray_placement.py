@@ -22,7 +22,7 @@ from nimflow.actors.launchers.ray import NAMESPACE, describe_handle
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
 LocalCluster = Any  # conftest.LocalCluster
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 PIPELINE = Path(__file__).with_name("ray_pipeline.py")
 ITEMS = [f"Item {i} asks for its answer." for i in range(12)]
@@ -125,7 +125,7 @@ def test_a_second_process_adopts_the_replicas_and_a_changed_config_replaces_them
         "run", str(PIPELINE), "--items", json.dumps(ITEMS[4:8]),
         "--placement", f"ray-actor=ray:{ray_cluster.address}", NIMFLOW_TEST_PLACEMENT="cli",
     )  # fmt: skip
-    assert "2 replicas (2 already running)" in second
+    assert "2 replicas (2 already running) on Ray" in second
     assert {r.handle for r in replicas()} == handles
     names = named_actors()
 
@@ -151,7 +151,6 @@ def test_ttl_zero_stops_replicas_at_the_end_and_the_janitor_stops_idle_ones(
     wait_until(lambda: replicas() == [], 30, "the janitor to forget them")
 
 
-@pytest.mark.timeout(300)
 def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_every_item_once(
     ray_cluster: LocalCluster,
 ) -> None:
