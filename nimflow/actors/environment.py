@@ -27,8 +27,9 @@ DEFAULT_MAX_IN_FLIGHT = 256
 
 class ActorEnvironment:
     """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
-    of the run). `placement=nf.Ray(address)` runs them on a Ray cluster. `max_concurrency` caps the requests in flight per replica (default 256, the batch size
-    vLLM and NIM schedule by default: more would only queue inside the server)."""
+    of the run). `max_concurrency` caps the requests in flight per replica (default 256, the batch size
+    vLLM and NIM schedule by default: more would only queue inside the server). `placement=nf.Ray(...)`
+    runs the replicas on a Ray cluster instead of this machine."""
 
     def __init__(
         self,
