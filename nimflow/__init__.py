@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from nimflow._task import TaskSpec, task
     from nimflow._workflow import WorkflowSpec, map_task
     from nimflow.actors.environment import ActorEnvironment
+    from nimflow.actors.launchers.ray import Ray
     from nimflow.actors.servers import NIM, VLLM, Container, LocalProcess, NIMSecrets, OpenAIEndpoint
     from nimflow.llm.context import current_actor
     from nimflow.secrets import Secret
@@ -92,6 +93,7 @@ _EXPORTS: dict[str, str] = {
     "NIMSecrets": "nimflow.actors.servers",
     "OpenAIEndpoint": "nimflow.actors.servers",
     "LocalProcess": "nimflow.actors.servers",
+    "Ray": "nimflow.actors.launchers.ray",
     "Secret": "nimflow.secrets",
     "current_run_id": "nimflow._context",
     "current_actor": "nimflow.llm.context",
@@ -137,6 +139,7 @@ __all__ = [
     "OnArtifact",
     "OpenAIEndpoint",
     "PortInUseError",
+    "Ray",
     "RunCancelledError",
     "RunFailedError",
     "RunResult",

@@ -175,6 +175,14 @@ def run(
         list[str] | None,
         typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request of an actor."),
     ] = None,
+    placement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--placement",
+            metavar="ACTOR=WHERE",
+            help="Place an actor's replicas elsewhere: ray | ray:ADDRESS (a Ray cluster). Repeatable.",
+        ),
+    ] = None,
     every: Annotated[
         float | None,
         typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
@@ -205,6 +213,10 @@ def run(
     servers = parse_actor_flags(
         server=server or [], model=model or [], api_key=api_key or [], request_timeout=request_timeout or []
     )
+    if placement:
+        from nimflow.actors.launchers.ray import place
+
+        place(wf, placement)
     _setup_logging()
     once = functools.partial(_run_once, wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
     if every is None:

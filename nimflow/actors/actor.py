@@ -80,6 +80,8 @@ class ActorState:
             text += f", {n} replica{'s' if n != 1 else ''}"
             if self.adopted:
                 text += f" ({self.adopted} already running)"
+            if self.launcher.kind == "ray":
+                text += " on Ray"
         if self.override and self.override.describe(self.env.name):
             text += f" [{self.override.describe(self.env.name)}]"
         return text

@@ -59,10 +59,14 @@ def actors_ls() -> None:
         _console.print("no actor replicas are running")
         return
     table = Table(
-        "actor", "replica", "kind", "container / pid", "url", "model", "gpus", "config", "expires in"
+        "actor", "replica", "kind", "container / pid / node", "url", "model", "gpus", "config", "expires in"
     )
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
+        if row.kind == "ray":
+            from nimflow.actors.launchers.ray import describe_handle
+
+            handle = describe_handle(row.handle)
         table.add_row(
             row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.gpus or "-", row.config_hash,
             _expires(row.last_used, row.ttl_seconds, row.status),
@@ -75,6 +79,9 @@ def actors_plan(
     file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
     workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    kubernetes: Annotated[
+        bool, typer.Option("--kubernetes", help="Print the Kubernetes objects instead (YAML).")
+    ] = False,
     server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC", help="Serve an actor another way, as in run.")] = None,
     model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor serves, as in run.")] = None,
     api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME", help="The secret holding an endpoint's key.")] = None,
@@ -87,6 +94,11 @@ def actors_plan(
     from nimflow.actors.overrides import check_overrides, parse_actor_flags
     from nimflow.actors.plan import plan_actors
 
+    if kubernetes:
+        from nimflow.actors.kubernetes import plan_text
+
+        typer.echo(plan_text(file, workflow), nl=False)
+        return
     try:
         flags = parse_actor_flags(
             server=server or [],
@@ -149,9 +161,24 @@ def actors_stop(
                 stop_row(store, row)
             except NimflowError as exc:
                 raise _fail(exc) from None
-            _console.print(f"stopped {row.id} ({row.kind} {row.handle.split('@')[0][:12]})")
+            where = row.handle.split("|")[1] if row.kind == "ray" else row.handle.split("@")[0][:12]
+            _console.print(f"stopped {row.id} ({row.kind} {where})")
     finally:
         store.close()
+
+
+@actors_app.command("kubernetes")
+def actors_kubernetes(
+    file: Annotated[Path, typer.Argument(help="A Python file that defines a @workflow.")],
+    workflow: Annotated[str | None, typer.Argument(help="Needed only when FILE defines several.")] = None,
+) -> None:
+    """Print the Kubernetes objects (YAML) each actor's replicas would be; nothing is created."""
+    from nimflow.actors.kubernetes import plan_text
+
+    try:
+        typer.echo(plan_text(file, workflow), nl=False)
+    except NimflowError as exc:
+        raise _fail(exc) from None
 
 
 @secret_app.command("create")

@@ -8,6 +8,7 @@ from typing import ParamSpec, TypeVar, Unpack, overload
 
 from nimflow._exceptions import UserInputError
 from nimflow._task import TaskOptions, TaskSpec, task
+from nimflow.actors.launchers.ray import Ray
 from nimflow.actors.servers import ServerSpec
 
 P = ParamSpec("P")
@@ -27,7 +28,8 @@ class ActorEnvironment:
     """`replica_count` replicas of `server`, kept warm `ttl_seconds` after last use (0 = stop at the end
     of the run). `max_concurrency` caps the requests in flight per replica (default 256, the batch size
     vLLM and NIM schedule by default: more would only queue inside the server). `request_timeout`
-    bounds each model request, in seconds."""
+    bounds each model request, in seconds. `placement=nf.Ray(...)` runs the replicas on a Ray
+    cluster instead of this machine."""
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class ActorEnvironment:
         ttl_seconds: float = 900,
         max_concurrency: int | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        placement: Ray | None = None,
     ) -> None:
         if not _NAME.match(name):
             raise UserInputError(
@@ -54,6 +57,8 @@ class ActorEnvironment:
             raise UserInputError(f"actor {name!r}: ttl_seconds must be 0 or more, not {ttl_seconds}.")
         if max_concurrency is not None and max_concurrency < 1:
             raise UserInputError(f"actor {name!r}: max_concurrency must be 1 or more, not {max_concurrency}.")
+        if placement is not None and not isinstance(placement, Ray):
+            raise UserInputError(f"actor {name!r}: placement must be nf.Ray(...) or None, not {placement!r}.")
         self.name = name
         self.server = server
         self.replica_count = replica_count
@@ -64,6 +69,7 @@ class ActorEnvironment:
             )
         self.max_concurrency = max_concurrency
         self.request_timeout = float(request_timeout)
+        self.placement = placement
 
     @overload
     def task(self, fn: Callable[P, R], /) -> TaskSpec[P, R]: ...

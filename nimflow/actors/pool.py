@@ -141,7 +141,7 @@ class ActorSession:
         if actor is None:
             spec = self.server_for(env)
             actor = ActorState(
-                env=env, spec=spec, launcher=launcher_for(spec.kind), override=self._overrides.get(env.name)
+                env=env, spec=spec, launcher=launcher_for(spec.kind, env.placement), override=self._overrides.get(env.name)
             )
             self._actors[env.name] = actor
         elif actor.env is not env and actor.env.server != env.server:

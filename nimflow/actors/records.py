@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # The kinds whose replicas nimflow started and must stop one day (endpoints are only listed).
-OWNED_KINDS = ("docker", "process", "fake")
+OWNED_KINDS = ("docker", "process", "fake", "ray")
 
 
 @dataclass(frozen=True)

@@ -348,6 +348,7 @@ class LocalProcess(ServerSpec):
     health_endpoint: str | None = "/health"
     model: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    gpu: int = 0  # what a Ray placement asks the cluster for
     startup_timeout: float = 600.0
 
     def __post_init__(self) -> None:
