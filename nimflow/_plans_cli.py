@@ -101,7 +101,10 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Start the launch plans of FILES on their schedules and triggers, until Ctrl-C or SIGTERM."""
+    """Run the launch plans of FILES (schedules, triggers).
+
+    Until Ctrl-C or SIGTERM; a run in progress is recorded as cancelled.
+    """
     import anyio
 
     from nimflow._serve import Scheduler, serve_until_signalled

@@ -45,7 +45,10 @@ from nimflow.batch.cli import batch_command, batch_server_command
 from nimflow.testing.cli import fake_server
 
 # The order `nimflow --help` lists the commands in: running, inspecting, managing, testing.
-_ORDER = ["run", "batch", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "batch-server", "fake-server"]
+_ORDER = [
+    "run", "batch", "serve", "runs", "show", "outputs", "kill", "cache", "artifacts", "launchplans",
+    "actors", "secret", "batch-server", "fake-server",
+]  # fmt: skip
 
 
 class _Ordered(TyperGroup):

@@ -239,8 +239,13 @@ class ActorSession:
             await self._forget(env.name, info.replica)
         await self._save(actor, "in_use")  # adopted replicas hold their GPUs before placement
         missing = [i for i in range(env.replica_count) if i not in actor.replicas]
-        gpus = await anyio.to_thread.run_sync(
-            lambda: assign_gpus(self.store, env.name, spec, missing, actor.replicas)
+        # Ray gives each replica its GPUs on the node it picks; this host's inventory is for local ones.
+        gpus = (
+            {}
+            if actor.launcher.kind == "ray"
+            else await anyio.to_thread.run_sync(
+                lambda: assign_gpus(self.store, env.name, spec, missing, actor.replicas)
+            )
         )
         errors: list[BaseException] = []
 

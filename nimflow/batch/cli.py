@@ -24,7 +24,10 @@ def batch_command(
     ttl: Annotated[float, typer.Option(help="Seconds the server stays warm after the batch.")] = 900,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Send every request again.")] = False,
 ) -> None:
-    """Answer an OpenAI Batch file; resumable: a rerun sends only the requests not yet answered."""
+    """Answer an OpenAI Batch file (resumable).
+
+    A rerun sends only the requests not yet answered.
+    """
     from rich.console import Console
 
     from nimflow._exceptions import NimflowError
@@ -68,7 +71,9 @@ def batch_server_command(
     ] = None,
     ttl: Annotated[float, typer.Option(help="Seconds the model server stays warm after a batch.")] = 900,
 ) -> None:
-    """Serve the OpenAI Files and Batches API (/v1/files, /v1/batches) on local model servers.
+    """A local OpenAI Files and Batches API.
+
+    Serves /v1/files and /v1/batches on local model servers.
 
     Code written for client.files.create(...) and client.batches.create(...) of the official
     openai client runs unchanged against it. Batches are kept in the nimflow database and resume

@@ -33,6 +33,9 @@ def test_nimflow_help_lists_commands_in_the_order_they_are_used(capsys: Any) -> 
     assert invoke(["--help"]) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed == ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+    assert listed == [
+        "run", "batch", "serve", "runs", "show", "outputs", "kill", "cache", "artifacts", "launchplans",
+        "actors", "secret", "batch-server", "fake-server",
+    ]  # fmt: skip
     ours = out.split("Commands:")[1].split("fake-server")[0].splitlines()
     assert not [line for line in ours if line.rstrip().endswith("...")]  # the short helps fit

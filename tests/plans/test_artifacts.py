@@ -110,7 +110,7 @@ def test_the_command_line_picks_a_version(tmp_path: Path, nimflow_home: Path) ->
     outputs = query(nimflow_home, "select outputs from run where workflow = 'numbers.consume' order by started_at")
     assert outputs == [("8",), ("6",)]
     missing = cli(nimflow_home, "run", str(file), "consume", "--x", "@artifact:Numbers:9")
-    assert missing.returncode == 1 and "artifact Numbers has no version 9" in missing.stderr
+    assert missing.returncode == 2 and "artifact Numbers has no version 9" in missing.stderr  # bad input
     shown = cli(nimflow_home, "artifacts", "show", "Numbers:1")
     assert shown.returncode == 0 and "consumer: run" in shown.stdout, shown.stdout
     assert cli(nimflow_home, "artifacts", "show", "Nothing").returncode == 1
