@@ -23,7 +23,9 @@ _table = Claim.__table__  # type: ignore[attr-defined]
 
 
 def _chunks(keys: Iterable[str]) -> Iterable[list[str]]:
-    unique = list(dict.fromkeys(keys))
+    # Sorted: processes claiming overlapping keys lock their rows in one order, so PostgreSQL
+    # never has two of them wait on each other (a deadlock) inside one INSERT ... ON CONFLICT.
+    unique = sorted(set(keys))
     for start in range(0, len(unique), _CHUNK):
         yield unique[start : start + _CHUNK]
 
