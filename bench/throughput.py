@@ -171,7 +171,7 @@ LABELS = {
 
 
 def cli_command(base_url: str, n: int, no_cache: bool = True) -> list[str]:
-    command = [sys.executable, "-m", "nimflow", "run", str(PIPELINE.relative_to(ROOT))]
+    command = [sys.executable, "-m", "nimflow", "run", str(PIPELINE.relative_to(ROOT)), "summarize_wf"]
     command += ["--server", f"{ACTOR}=endpoint:{base_url}", "--n", str(n)]
     return command + (["--no-cache"] if no_cache else [])
 
