@@ -11,8 +11,10 @@ from nimflow.cli import app
 
 def _commands(command: Any, path: str) -> list[tuple[str, Any]]:
     found = [(path, command)]
-    for name, sub in getattr(command, "commands", {}).items():
-        found += _commands(sub, f"{path} {name}")
+    if hasattr(command, "list_commands"):  # a group; list_commands also names the lazily loaded ones
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            found += _commands(command.get_command(ctx, name), f"{path} {name}")
     return found
 
 
@@ -33,6 +35,9 @@ def test_nimflow_help_lists_commands_in_the_order_they_are_used(capsys: Any) -> 
     assert invoke(["--help"]) == 0
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
-    assert listed == ["run", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "fake-server"]
+    assert listed == [
+        "run", "batch", "runs", "show", "outputs", "kill", "cache", "actors", "secret", "batch-server",
+        "fake-server", "serve", "launchplans", "artifacts",
+    ]  # fmt: skip
     ours = out.split("Commands:")[1].split("fake-server")[0].splitlines()
     assert not [line for line in ours if line.rstrip().endswith("...")]  # the short helps fit
