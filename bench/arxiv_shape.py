@@ -11,16 +11,18 @@ searching arXiv and reading PDFs, so the workload is the same on every machine a
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import sys
 from pathlib import Path
 
 import harness
+import pydantic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pipelines"))
 
 import arxiv_summary
-from arxiv_summary import Paper, PaperSummary, generate_summary, save_summaries
+from arxiv_summary import Paper, PaperSummary, actor, generate_summary, save_summaries
 
 import nimflow as nf
 
@@ -49,3 +51,44 @@ def summarize_wf(
     pdfs = load_documents(n=n, batch_size=batch_size)
     summaries = nf.map_task(functools.partial(generate_summary, repo_id=repo_id))(arxiv_pdfs=pdfs)
     return save_summaries(summaries=summaries)
+
+
+# The same map written by hand, as user code would: the batch's papers sent
+# with asyncio.gather on the actor's AsyncOpenAI client (no chat_many), cache off by the caller.
+@actor.task(cache=True, cache_version="1")
+async def summarize_gather(arxiv_pdfs: list[Paper]) -> list[str]:
+    client = nf.current_actor().client
+
+    async def one(paper: Paper) -> str:
+        response = await client.chat.completions.create(**harness.request_body(paper.text))
+        return response.choices[0].message.content or ""
+
+    return list(await asyncio.gather(*(one(paper) for paper in arxiv_pdfs)))
+
+
+@nf.workflow
+def gather_wf(n: int = 2_000, batch_size: int = 10) -> list[list[str]]:
+    return nf.map_task(summarize_gather)(arxiv_pdfs=load_documents(n=n, batch_size=batch_size))
+
+
+class Heading(pydantic.BaseModel):
+    title: str
+    summary: str
+
+
+# `extract_many` over each batch: one JSON-schema completion per paper, parsed into `Heading`.
+@actor.task(cache=True, cache_version="1")
+async def extract_headings(arxiv_pdfs: list[Paper]) -> list[str]:
+    results = await nf.llm.extract_many(
+        [harness.PROMPT.format(text=paper.text) for paper in arxiv_pdfs],
+        Heading,
+        model=harness.MODEL,
+        max_tokens=harness.MAX_TOKENS,
+        ids=[paper.id for paper in arxiv_pdfs],
+    )
+    return [r.value.summary if r.value is not None else f"error: {r.error}" for r in results]
+
+
+@nf.workflow
+def extract_wf(n: int = 2_000, batch_size: int = 10) -> list[list[str]]:
+    return nf.map_task(extract_headings)(arxiv_pdfs=load_documents(n=n, batch_size=batch_size))

@@ -10,8 +10,10 @@ alternately for several rounds:
   (a)        raw asyncio + aiohttp + a semaphore: the physical limit of a Python client
   (b)        the official AsyncOpenAI + asyncio.gather + a semaphore, its default HTTP client
   (b')       the same with openai.DefaultAioHttpClient()
-  (c) inproc nimflow, nf.run(...) of pipelines/arxiv_summary.py's actor task and result table on
-             generated documents (bench/arxiv_shape.py), cache off
+  (c) chat_many  nimflow, nf.run(...) of pipelines/arxiv_summary.py's actor task (`chat_many`) and
+             result table on generated documents (bench/arxiv_shape.py), cache off
+  (c) gather  the same map, its actor task an asyncio.gather on nf.current_actor().client
+  (c) extract_many  the same map, its actor task `extract_many` into a pydantic model
   (c) CLI    the same through `python -m nimflow run ... --no-cache` on a pseudo-terminal (live
              progress drawn); its time and CPU include interpreter start-up and imports
 
@@ -24,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -117,17 +121,48 @@ def nimflow_inproc(params: Mapping[str, Any]) -> list[str]:
     return [summary.summary for summary in result.outputs]
 
 
+def nimflow_gather(params: Mapping[str, Any]) -> list[str]:
+    """The arXiv shape with asyncio.gather on nf.current_actor().client (as user code would)."""
+    result = nf_run(
+        arxiv_shape.gather_wf,
+        use_cache=False,
+        servers={ACTOR: f"endpoint:{params['base_url']}"},
+        n=params["n"],
+    )
+    return [answer for batch in result.outputs for answer in batch]
+
+
+def nimflow_extract(params: Mapping[str, Any]) -> list[str]:
+    """`extract_many` per batch: JSON-schema completions parsed into a pydantic model."""
+    result = nf_run(
+        arxiv_shape.extract_wf,
+        use_cache=False,
+        servers={ACTOR: f"endpoint:{params['base_url']}"},
+        n=params["n"],
+    )
+    answers = [answer for batch in result.outputs for answer in batch]
+    failed = [a for a in answers if a.startswith("error: ")]
+    if failed:
+        raise RuntimeError(f"{len(failed)} extractions failed; first: {failed[0]}")
+    # The fake server fills the schema from the prompt's sentences: check count, not content.
+    return [f"Document {i} {a}" for i, a in enumerate(answers)]
+
+
 CHILD: dict[str, Contender] = {
     "a": raw_aiohttp,
     "b": openai_default,
     "b'": openai_aiohttp,
     "c-inproc": nimflow_inproc,
+    "c-gather": nimflow_gather,
+    "c-extract": nimflow_extract,
 }
 LABELS = {
     "a": "(a) raw aiohttp",
     "b": "(b) AsyncOpenAI default",
     "b'": "(b') AsyncOpenAI aiohttp",
-    "c-inproc": "(c) nimflow in-process",
+    "c-inproc": "(c) nimflow chat_many",
+    "c-gather": "(c) nimflow gather",
+    "c-extract": "(c) nimflow extract_many",
     "c-cli": "(c) nimflow CLI",
 }
 
@@ -136,7 +171,7 @@ LABELS = {
 
 
 def cli_command(base_url: str, n: int, no_cache: bool = True) -> list[str]:
-    command = [sys.executable, "-m", "nimflow", "run", str(PIPELINE.relative_to(ROOT))]
+    command = [sys.executable, "-m", "nimflow", "run", str(PIPELINE.relative_to(ROOT)), "summarize_wf"]
     command += ["--server", f"{ACTOR}=endpoint:{base_url}", "--n", str(n)]
     return command + (["--no-cache"] if no_cache else [])
 
@@ -157,13 +192,51 @@ def measure_cli(base_url: str, n: int, home: str, no_cache: bool = True, name: s
 
 def measure(name: str, server: Any, n: int, concurrency: int) -> Measurement:
     params = {"n": n, "base_url": server.base_url, "concurrency": concurrency}
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="nimflow-bench-") as home, ServerProbe([server]) as probe:
         if name == "c-cli":
             m = measure_cli(server.base_url, n, home)
         else:
             m = run_child(SCRIPT, name, params, env={"NIMFLOW_HOME": home})
     m.server = probe.stats
+    m.extra["load"] = load
     return m
+
+
+# Goal rows: (contender, reference, measure, target); measure "rate" is the ratio of median
+# items/s (higher is better), "cpu" the ratio of median CPU per item (lower is better).
+GOALS = [
+    ("c-gather", "b'", "rate", ">= 1.00"),
+    ("c-gather", "b'", "cpu", "<= 1.05"),
+    ("c-inproc", "a", "rate", ">= 0.40"),
+    ("c-extract", "a", "rate", "report"),
+    ("c-inproc", "b'", "rate", "report"),
+    ("c-extract", "b'", "rate", "report"),
+]
+
+
+def goals(results: Mapping[str, list[Measurement]]) -> str:
+    """One line per goal whose two contenders were measured: the ratio next to its target."""
+
+    def median(name: str, what: str) -> float:
+        return statistics.median(m.rate if what == "rate" else m.cpu_us_per_item for m in results[name])
+
+    rows = []
+    for name, ref, what, target in GOALS:
+        if not results.get(name) or not results.get(ref):
+            continue
+        ratio = median(name, what) / median(ref, what)
+        bound = float(target.split()[1]) if target != "report" else None
+        ok = (
+            ""
+            if bound is None
+            else ("met" if (ratio >= bound if what == "rate" else ratio <= bound) else "missed")
+        )
+        label = "items/s" if what == "rate" else "CPU us/item"
+        rows.append([f"{LABELS[name]} / {LABELS[ref]}", label, f"{ratio:.2f}", target, ok])
+    loads = [m.extra.get("load", 0.0) for ms in results.values() for m in ms]
+    note = f"load average (1 min) at the measurements: {min(loads):.1f}-{max(loads):.1f}" if loads else ""
+    return markdown(["goal", "of", "ratio", "target", ""], rows) + "\n" + note
 
 
 def replay(server: Any, n: int) -> list[list[str]]:
@@ -227,6 +300,7 @@ def main() -> None:
             results = alternate(
                 names, args.rounds, lambda name: measure(name, server, args.n, args.concurrency)
             )
+            print(f"\n{goals(results)}")
             results = {LABELS[k]: v for k, v in results.items()}
             print(f"\n{table(results, LABELS['a'] if 'a' in names else None, ideal)}")
             print(f"({time.perf_counter() - started:.0f} s)", flush=True)

@@ -64,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "nimflow._exceptions",
     "BatchRequestError": "nimflow._exceptions",
     "BadRequestError": "nimflow._exceptions",
+    "BatchRequestError": "nimflow._exceptions",
     "ContextLengthError": "nimflow._exceptions",
     "DockerUnavailableError": "nimflow._exceptions",
     "EndpointUnreachableError": "nimflow._exceptions",

@@ -9,15 +9,33 @@ from __future__ import annotations
 import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nimflow import _serialize
-from nimflow._plans_cli import ArtifactOr
+from nimflow._artifacts import REF_PREFIX
 from nimflow._workflow import WorkflowSpec
 
-__all__ = ["inputs_command"]
+__all__ = ["ArtifactOr", "inputs_command"]
+
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any]
+else:  # generic only in newer click releases
+    _ParamType = click.ParamType
+
+
+class ArtifactOr(_ParamType):
+    """An input option's type that also takes `@artifact:NAME[:VERSION]` (read when the run starts)."""
+
+    def __init__(self, inner: click.ParamType[Any]) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.startswith(REF_PREFIX):
+            return value
+        return self.inner.convert(value, param, ctx)
 
 
 def inputs_command(wf: WorkflowSpec[..., Any], file: Path) -> click.Command:

@@ -7,9 +7,8 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -34,25 +33,6 @@ from nimflow._store import Run, Store
 console = Console()
 launchplans_app = typer.Typer(help="List launch plans; activate or deactivate them.", no_args_is_help=True)
 artifacts_app = typer.Typer(help="List artifact versions and their lineage.", no_args_is_help=True)
-
-
-if TYPE_CHECKING:
-    _ParamType = click.ParamType[Any]
-else:  # generic only in newer click releases
-    _ParamType = click.ParamType
-
-
-class ArtifactOr(_ParamType):
-    """An input option's type that also takes `@artifact:NAME[:VERSION]` (read when the run starts)."""
-
-    def __init__(self, inner: click.ParamType[Any]) -> None:
-        self.inner = inner
-        self.name = inner.name
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, str) and value.startswith(_artifacts.REF_PREFIX):
-            return value
-        return self.inner.convert(value, param, ctx)
 
 
 def add_commands(app: typer.Typer) -> None:

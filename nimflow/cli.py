@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 import logging
 import os
@@ -19,30 +20,24 @@ import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.logging import RichHandler
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from nimflow import _history
-from nimflow._cli_inputs import inputs_command
 from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
 from nimflow._console import make_console, print_table
-from nimflow._every import CANCELLED, run_every
 from nimflow._exceptions import NimflowError, RunFailedError, UserInputError
 from nimflow._history import error_message
-from nimflow._loader import pick_workflow
-from nimflow._plans_cli import add_commands as add_plan_commands
 from nimflow._status import Status
 from nimflow._store import Store
-from nimflow._workflow import WorkflowSpec
-from nimflow.actors.cli import actors_app, secret_app
-from nimflow.actors.overrides import ActorOverride, parse_actor_flags
-from nimflow.batch.cli import batch_command, batch_server_command
-from nimflow.testing.cli import fake_server
+
+if TYPE_CHECKING:
+    from nimflow._workflow import WorkflowSpec
+    from nimflow.actors.overrides import ActorOverride
 
 # The order `nimflow --help` lists the commands in: running, inspecting, managing, testing.
 _ORDER = [
@@ -50,11 +45,43 @@ _ORDER = [
     "actors", "secret", "batch-server", "fake-server",
 ]  # fmt: skip
 
+# Commands whose module loads only when the command is used (or `--help` lists it): the read
+# commands and a cached run do not pay for the openai, aiohttp, Docker and batch stacks.
+# name -> (module, attribute): a typer.Typer (a group of commands) or a command function.
+_LAZY: dict[str, tuple[str, str]] = {
+    "batch": ("nimflow.batch.cli", "batch_command"),
+    "batch-server": ("nimflow.batch.cli", "batch_server_command"),
+    "actors": ("nimflow.actors.cli", "actors_app"),
+    "secret": ("nimflow.actors.cli", "secret_app"),
+    "fake-server": ("nimflow.testing.cli", "fake_server"),
+    "serve": ("nimflow._plans_cli", "serve"),
+    "launchplans": ("nimflow._plans_cli", "launchplans_app"),
+    "artifacts": ("nimflow._plans_cli", "artifacts_app"),
+}
+
+
+def _lazy_command(name: str) -> Any:  # a click command (typer vendors its own click)
+    module, attribute = _LAZY[name]
+    target = getattr(importlib.import_module(module), attribute)
+    # Hung on a parent made like `app`, so it reads as if it had been added to `app` itself.
+    holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    holder.command("-")(lambda: None)  # a second command, so that `holder` is a group
+    return typer.main.get_group(holder).commands[name]
+
 
 class _Ordered(TyperGroup):
     def list_commands(self, ctx: Any) -> list[str]:
-        names = super().list_commands(ctx)
+        names = list(dict.fromkeys([*super().list_commands(ctx), *_LAZY]))
         return sorted(names, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER))
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in _LAZY and cmd_name not in self.commands:
+            self.add_command(_lazy_command(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
 app = typer.Typer(
@@ -200,6 +227,11 @@ def run(
     The workflow's inputs become options, parsed from its signature: `--top-k 10`, `--flag/--no-flag`,
     and JSON for lists, dicts and models (`--ids '["a", "b"]'`).
     """
+    from nimflow._cli_inputs import inputs_command
+    from nimflow._every import run_every
+    from nimflow._loader import pick_workflow
+    from nimflow.actors.overrides import parse_actor_flags
+
     if file is None:
         typer.echo(ctx.get_help())
         return 0 if show_help else 2
@@ -238,6 +270,7 @@ def _run_once(
     file: str,
 ) -> int:
     """One run, its progress and its summary; the exit code (0, 1 failed, 130 Ctrl-C)."""
+    from nimflow._every import CANCELLED
     from nimflow._progress import live_progress
     from nimflow._run import run as run_workflow
 
@@ -305,6 +338,8 @@ def _print_failures(failures: list[Any], *, show_traceback: bool) -> None:
 
 
 def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
     level = os.environ.get("NIMFLOW_LOG", "WARNING").upper()
     handler = RichHandler(console=err_console, show_path=False, show_time=False)
     logging.basicConfig(level=level, handlers=[handler], format="%(message)s")
@@ -428,9 +463,3 @@ def cache_clear(
 
 
 app.add_typer(cache_app, name="cache")
-app.add_typer(actors_app, name="actors")
-app.add_typer(secret_app, name="secret")
-app.command("fake-server")(fake_server)
-app.command("batch")(batch_command)
-app.command("batch-server")(batch_server_command)
-add_plan_commands(app)

@@ -9,13 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx2
-import openai
-
 from nimflow._exceptions import ModelCallError
 from nimflow._redact import remember_secret
-from nimflow.llm import errors
 from nimflow.llm.context import ActorContext, call_item
+
+# openai, httpx2 and errors.py (which imports both) load at the first call, not with the module:
+# a fully cached run imports the pipeline's `chat_many` but never calls it.
 
 __all__ = ["Completion", "complete", "explain"]
 
@@ -37,6 +36,10 @@ async def explain(
     model: str | None = None,
 ) -> BaseException:
     """A clear ModelCallError for what `ctx.client` raised; `exc` itself if it is no model error."""
+    import openai
+
+    from nimflow.llm import errors
+
     remember_secret(ctx.client.api_key)  # a context built by hand, around plain clients
     urls = ", ".join(ctx.replica_urls)
     if isinstance(exc, openai.APIConnectionError) and isinstance(exc.__cause__, ModelCallError):
@@ -89,6 +92,11 @@ async def complete(
     request transformation and response-model construction, which nothing here reads, cost about
     as much CPU per call as everything else together.
     """
+    import httpx2
+    import openai
+
+    from nimflow.llm import errors
+
     model = model or ctx.model
     body: dict[str, Any] = {"model": model, "messages": messages}
     options: dict[str, Any] = {}
@@ -119,6 +127,8 @@ async def complete(
 def _completion(data: Any, item_id: str | None, actor: str) -> Completion:
     choices = data.get("choices") if isinstance(data, dict) else None
     if not isinstance(choices, list):
+        from nimflow.llm import errors
+
         raise errors.malformed(item_id, actor, f"no choices in {str(data)[:80]!r}")
     choice = choices[0] if choices and isinstance(choices[0], dict) else None
     message = choice.get("message") if choice is not None else None

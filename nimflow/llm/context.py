@@ -8,11 +8,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import openai
-
 from nimflow._exceptions import NoActorError
 
 if TYPE_CHECKING:
+    import openai
+
     from nimflow.llm.router import Router
 
 __all__ = ["ActorContext", "call_item", "current_actor", "use_actor"]

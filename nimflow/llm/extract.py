@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import pydantic
-from openai.lib._pydantic import to_strict_json_schema
 
 from nimflow._exceptions import ExtractionError
 from nimflow.llm.calls import complete
@@ -35,6 +34,8 @@ DEFAULT_INSTRUCTIONS = (
 @functools.lru_cache(maxsize=128)
 def response_format_for(schema: type[pydantic.BaseModel]) -> dict[str, Any]:
     """A `json_schema` response_format for a pydantic model: strict when the model allows it."""
+    from openai.lib._pydantic import to_strict_json_schema  # not at import: a cached run never calls it
+
     try:
         json_schema, strict = to_strict_json_schema(schema), True
     except Exception:  # shapes strict mode cannot express (open dicts, ...): plain JSON schema

@@ -11,8 +11,10 @@ from nimflow.cli import app
 
 def _commands(command: Any, path: str) -> list[tuple[str, Any]]:
     found = [(path, command)]
-    for name, sub in getattr(command, "commands", {}).items():
-        found += _commands(sub, f"{path} {name}")
+    if hasattr(command, "list_commands"):  # a group; list_commands also names the lazily loaded ones
+        ctx = typer.Context(command)
+        for name in command.list_commands(ctx):
+            found += _commands(command.get_command(ctx, name), f"{path} {name}")
     return found
 
 
