@@ -64,7 +64,6 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "nimflow._exceptions",
     "BatchRequestError": "nimflow._exceptions",
     "BadRequestError": "nimflow._exceptions",
-    "BatchRequestError": "nimflow._exceptions",
     "ContextLengthError": "nimflow._exceptions",
     "DockerUnavailableError": "nimflow._exceptions",
     "EndpointUnreachableError": "nimflow._exceptions",
