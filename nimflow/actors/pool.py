@@ -2,8 +2,9 @@
 
 Acquire (adopt matching replicas, replace changed ones, start the missing), wait until ready,
 hand the replica URLs to the LLM layer's routing client, restart replicas that die (bounded),
-and on release leave them warm for their TTL under the janitor's watch. The session's
-background work (heartbeats, restarts) runs in its own anyio task group; blocking work (Docker,
+and on release leave them warm for their TTL under the janitor's watch. An actor with
+replica_count=(min, max) scales between its bounds (scaler.py). The session's background work
+(heartbeats, restarts, scaling) runs in its own anyio task group; blocking work (Docker,
 processes, the database) goes through worker threads.
 """
 
@@ -71,6 +72,14 @@ class ActorSession:
         self._db_lock = anyio.Lock()
         self._beating = False
         self._closing = False
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def console(self) -> Console | None:
+        return self._console
 
     # -- the engine's protocol (nimflow._resources.ResourceSession) ------------------------------
 
@@ -141,7 +150,10 @@ class ActorSession:
         if actor is None:
             spec = self.server_for(env)
             actor = ActorState(
-                env=env, spec=spec, launcher=launcher_for(spec.kind, env.placement), override=self._overrides.get(env.name)
+                env=env,
+                spec=spec,
+                launcher=launcher_for(spec.kind, env.placement),
+                override=self._overrides.get(env.name),
             )
             self._actors[env.name] = actor
         elif actor.env is not env and actor.env.server != env.server:
@@ -152,6 +164,7 @@ class ActorSession:
         return actor
 
     async def _acquire(self, actor: ActorState) -> ActorContext:
+        from nimflow._context import current_run_id
         from nimflow.llm.client import build_actor_context
 
         env, spec = actor.env, actor.spec
@@ -170,18 +183,26 @@ class ActorSession:
         if spec.owned:
             self._start_heartbeat()
             await _ensure_janitor(self.store.url)
-        urls = [actor.replicas[i].base_url for i in sorted(actor.replicas)]
-        return build_actor_context(
+        indexes = sorted(actor.replicas)
+        context = build_actor_context(
             env.name,
             actor.model,
-            urls,
+            [actor.replicas[i].base_url for i in indexes],
             api_key=api_key,
             max_in_flight_per_replica=env.max_concurrency or DEFAULT_MAX_IN_FLIGHT,
             served_by=actor.describe(),
             on_replica_down=lambda url: self._replica_down(actor, url),
             api_key_name=spec.api_key_name if isinstance(spec, OpenAIEndpoint) else None,
             request_timeout=actor.request_timeout,
+            max_replicas=actor.bounds[1] if actor.scales else None,
+            replica_indexes=indexes,
         )
+        if actor.scales and self._group is not None and context.router is not None:
+            from nimflow.actors.scaler import Scaler
+
+            actor.scaler = Scaler(self, actor, context.router, current_run_id())
+            self._group.start_soon(actor.scaler.run)
+        return context
 
     def _api_key(self, actor: ActorState) -> str | None:
         spec = actor.spec
@@ -217,6 +238,7 @@ class ActorSession:
     async def _launch(self, actor: ActorState, display: ProgressDisplay) -> None:
         """Adopt what matches, remove what does not, start the missing replicas (not yet ready)."""
         env, spec, launcher = actor.env, actor.spec, actor.launcher
+        low, high = actor.bounds
         config = spec.config_hash()
         found = await anyio.to_thread.run_sync(launcher.find, env.name)
         for info in sorted(found, key=lambda i: (i.replica, not i.running)):
@@ -224,7 +246,7 @@ class ActorSession:
                 spec.shared
                 and info.running
                 and info.config_hash == config
-                and info.replica < env.replica_count
+                and info.replica < high  # adopted replicas count toward the bounds
                 and info.replica not in actor.replicas
             )
             if keep:
@@ -238,7 +260,9 @@ class ActorSession:
             await anyio.to_thread.run_sync(launcher.stop, info)
             await self._forget(env.name, info.replica)
         await self._save(actor, "in_use")  # adopted replicas hold their GPUs before placement
-        missing = [i for i in range(env.replica_count) if i not in actor.replicas]
+        # At least one: acquisition means a request needs the actor, also for min=0.
+        wanted = max(low, 1) - len(actor.replicas)
+        missing = [i for i in range(high) if i not in actor.replicas][: max(wanted, 0)]
         gpus = await anyio.to_thread.run_sync(
             lambda: assign_gpus(self.store, env.name, spec, missing, actor.replicas)
         )
@@ -341,6 +365,9 @@ class ActorSession:
                 with contextlib.suppress(Exception):
                     await wait_ready(actor.launcher, fresh, actor.spec, self._client(), deadline=5.0)
                     return info.base_url  # a blip, not a death
+            if not await anyio.to_thread.run_sync(lambda: records.is_recorded(self.store, info)):
+                actor.replicas.pop(index, None)  # scaled down by another process: not ours to restart
+                return None
             if actor.restarts.get(index, 0) >= MAX_RESTARTS:
                 log.warning(
                     "actor %s replica %s: down, and restarted %s times already",
@@ -367,6 +394,9 @@ class ActorSession:
     async def release(self) -> None:
         async with self._db_lock:
             self._closing = True  # the heartbeat writes nothing after this
+        for actor in self._actors.values():
+            if actor.scaler is not None:  # no scaling while the replicas are handed to the janitor
+                await actor.scaler.stop()
         for actor in self._actors.values():
             if actor.resources is not None:
                 from nimflow.llm.client import close_actor_context
