@@ -341,7 +341,10 @@ def show(
     with _store() as store:
         info = _history.find_run(store, run_id)
         rows = _history.task_runs(store, info)
-    console.print(run_tree(info, rows, tracebacks=tracebacks))
+        from nimflow.actors.records import scale_events
+
+        events = scale_events(store, info.id)
+    console.print(run_tree(info, rows, tracebacks=tracebacks, scale_events=events))
 
 
 @app.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,14 @@ def test_a_burst_scales_up_to_max_and_back_to_min_after_scaledown() -> None:
     assert (row.replica, row.min_replicas, row.max_replicas, row.scaledown_seconds) == (0, 1, 4, 1.0)
     # The warm replica served only part of the burst: the others took the rest.
     assert 0 < served(row.base_url) < 400
+    shown = subprocess.run(
+        [sys.executable, "-m", "nimflow", "show", result.run_id], capture_output=True, text=True, timeout=60
+    )
+    assert "1 -> " in shown.stdout and "replicas: backlog of" in shown.stdout, shown.stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "nimflow", "actors", "ls"], capture_output=True, text=True, timeout=60
+    )
+    assert "1/4" in listed.stdout, listed.stdout
 
 
 def test_zero_minimum_with_a_fully_cached_map_starts_nothing() -> None:
