@@ -126,6 +126,7 @@ class Router:
         # Replaced, never mutated in place: other threads iterate it without the lock.
         self.replicas = [Replica(i, u) for i, u in zip(numbers, urls, strict=True)]
         self.max_replicas = max(max_replicas or 0, len(self.replicas))
+        self.packs = max_replicas is not None
         self.max_in_flight = max_in_flight
         self._on_down = on_replica_down
         self._lock = threading.Lock()
@@ -148,7 +149,9 @@ class Router:
             return None  # scaled to zero: wait in the queue for the scaler's replica
         best: Replica | None = None
         best_at = 0
-        start = self._rr
+        # An autoscaled set packs light load on its first replicas, so that the others go idle
+        # and can be stopped; a fixed set rotates ties, to spread light load.
+        start = 0 if self.packs else self._rr
         any_up = False
         for k in range(n):
             r = replicas[(start + k) % n]
