@@ -55,6 +55,8 @@ class ActorState:
     model: str = ""
     identity: str | None = None
     scaler: Scaler | None = None
+    demand: int = 0  # tasks waiting in acquire()
+    first: list[int] = field(default_factory=list)  # the replicas the acquisition waited for
 
     @property
     def bounds(self) -> tuple[int, int]:

@@ -118,17 +118,24 @@ class ActorSession:
         state = self._actor(actor)
         if state.resources is not None:
             return state.resources
-        async with state.lock:  # concurrent callers share the one acquisition
-            if state.error is not None:
-                raise state.error
-            if state.resources is None:
-                try:
-                    state.resources = ActorResources(await self._acquire(state))
-                except BaseException as exc:
-                    if isinstance(exc, Exception):
-                        state.error = exc  # later callers fail the same way instead of retrying the start
-                    raise
-            return state.resources
+        state.demand += 1  # callers waiting for the actor: what an autoscaled one starts for
+        try:
+            async with state.lock:  # concurrent callers share the one acquisition
+                if state.error is not None:
+                    raise state.error
+                if state.resources is None:
+                    try:
+                        state.resources = ActorResources(await self._acquire(state))
+                    except BaseException as exc:
+                        if isinstance(exc, Exception):
+                            state.error = exc  # later callers fail the same way instead of retrying the start
+                        if state.scaler is not None:
+                            with anyio.CancelScope(shield=True):
+                                await state.scaler.stop()
+                        raise
+                return state.resources
+        finally:
+            state.demand -= 1
 
     async def context_for(self, actor: ActorRef) -> ActorContext:
         """The acquired actor's context (what `nf.current_actor()` answers inside its tasks)."""
@@ -164,7 +171,6 @@ class ActorSession:
         return actor
 
     async def _acquire(self, actor: ActorState) -> ActorContext:
-        from nimflow._context import current_run_id
         from nimflow.llm.client import build_actor_context
 
         env, spec = actor.env, actor.spec
@@ -183,7 +189,7 @@ class ActorSession:
         if spec.owned:
             self._start_heartbeat()
             await _ensure_janitor(self.store.url)
-        indexes = sorted(actor.replicas)
+        indexes = actor.first or sorted(actor.replicas)
         context = build_actor_context(
             env.name,
             actor.model,
@@ -197,11 +203,8 @@ class ActorSession:
             max_replicas=actor.bounds[1] if actor.scales else None,
             replica_indexes=indexes,
         )
-        if actor.scales and self._group is not None and context.router is not None:
-            from nimflow.actors.scaler import Scaler
-
-            actor.scaler = Scaler(self, actor, context.router, current_run_id())
-            self._group.start_soon(actor.scaler.run)
+        if actor.scaler is not None and context.router is not None:
+            actor.scaler.attach(context.router)
         return context
 
     def _api_key(self, actor: ActorState) -> str | None:
@@ -215,6 +218,15 @@ class ActorSession:
         # to start the replicas, then adopts them instead of starting its own.
         async with start_lock(actor.env.name, wait=actor.spec.startup_timeout + 600):
             await self._launch(actor, display)
+        actor.first = sorted(actor.replicas)  # what this acquisition brings up and waits for
+        if actor.scales and self._group is not None:
+            # Started now, not once the first replica is ready: the callers already waiting for
+            # the actor may justify more replicas, which then start alongside the first.
+            from nimflow._context import current_run_id
+            from nimflow.actors.scaler import Scaler
+
+            actor.scaler = Scaler(self, actor, current_run_id())
+            self._group.start_soon(actor.scaler.run)
 
         errors: list[BaseException] = []
 
@@ -230,7 +242,7 @@ class ActorSession:
                 errors.append(exc)
 
         async with anyio.create_task_group() as group:
-            for index in sorted(actor.replicas):
+            for index in actor.first:
                 group.start_soon(bring_up, index)
         if errors:
             await self._fail_start(actor, errors)
@@ -318,8 +330,8 @@ class ActorSession:
 
     async def _check_models(self, actor: ActorState, api_key: str | None) -> str:
         models = [
-            await check_models(info, actor.spec, self._client(), api_key=api_key)
-            for info in actor.replicas.values()
+            await check_models(actor.replicas[i], actor.spec, self._client(), api_key=api_key)
+            for i in actor.first or sorted(actor.replicas)
         ]
         for info in actor.replicas.values():
             info.model = models[0]

@@ -25,6 +25,7 @@ import httpx
 from nimflow._exceptions import ActorError, GPUUnavailableError
 from nimflow.actors import records
 from nimflow.actors.display import ProgressDisplay
+from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT
 from nimflow.actors.locks import start_lock
 from nimflow.actors.placement import assign_gpus
 from nimflow.actors.ready import check_models, wait_ready
@@ -56,10 +57,12 @@ def server_waiting(text: str) -> int:
 
 
 class Scaler:
-    def __init__(self, session: ActorSession, actor: ActorState, router: Router, run_id: str | None) -> None:
+    def __init__(self, session: ActorSession, actor: ActorState, run_id: str | None) -> None:
         self.session = session
         self.actor = actor
-        self.router = router
+        self._router: Router | None = None
+        self._attached = anyio.Event()
+        self._prestarted = False
         self.run_id = run_id
         self.starting = 0
         self._server_waiting = 0
@@ -69,8 +72,19 @@ class Scaler:
         self._group: anyio.abc.TaskGroup | None = None
 
     @property
+    def router(self) -> Router:
+        assert self._router is not None
+        return self._router
+
+    def attach(self, router: Router) -> None:
+        """The actor's routing, once its first replicas are ready: scale-ups join it from now on."""
+        self._router = router
+        self._attached.set()
+
+    @property
     def count(self) -> int:
-        return len(self.router.replicas)
+        """Replicas in the routing (ready)."""
+        return len(self._router.replicas) if self._router is not None else 0
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -92,6 +106,9 @@ class Scaler:
 
     async def step(self) -> None:
         low, high = self.actor.bounds
+        if self._router is None:
+            await self._prestart(high)
+            return
         self._drop_gone()
         backlog = self.router.backlog + await self._polled_waiting()
         if backlog and self.count + self.starting < high and self._group is not None:
@@ -102,6 +119,19 @@ class Scaler:
                 self._group.start_soon(self._scale_up, number, backlog)
         elif not backlog and not self.starting:
             await self._scale_down_idle(low)
+
+    async def _prestart(self, high: int) -> None:
+        """While the first replicas load: start those that the tasks waiting for the actor justify
+        (each sends at least one request), once."""
+        if self._prestarted or self._group is None:
+            return
+        self._prestarted = True
+        launched = len(self.actor.replicas)
+        cap = self.actor.env.max_concurrency or DEFAULT_MAX_IN_FLIGHT
+        number = min(high, math.ceil(self.actor.demand / cap)) - launched
+        if number > 0:
+            self.starting += number
+            self._group.start_soon(self._scale_up, number, self.actor.demand)
 
     async def _polled_waiting(self) -> int:
         now = time.monotonic()
@@ -136,7 +166,7 @@ class Scaler:
         self.starting -= number - len(indexes)
         if not indexes:
             return
-        before = self.count
+        before = self.count if self._router is not None else len(actor.replicas) - len(indexes)
         reason = f"backlog of {backlog} request(s)"
         self._announce(f"{before} -> {before + len(indexes)} replicas ({reason})")
         await self._event(before, before + len(indexes), reason)
@@ -195,12 +225,13 @@ class Scaler:
             await self._event(self.count, self.count, f"replica {index} did not become ready: {exc}")
             self._no_replica(exc)
             return
+        await self._attached.wait()  # a replica started alongside the first joins with them
         self.starting -= 1
         self.router.add(index, info.base_url)
         self._announce(f"replica {index} ready")
 
     def _no_replica(self, exc: Exception) -> None:
-        if not self.count and not self.starting:
+        if self._router is not None and not self.count and not self.starting:
             self.router.fail_waiting(
                 ActorError(f"actor {self.actor.env.name!r} has no replica and none could be started: {exc}")
             )
