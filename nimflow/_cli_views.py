@@ -52,7 +52,9 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
     return table
 
 
-def run_tree(run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = False) -> Tree:
+def run_tree(
+    run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = False, scale_events: Sequence[Any] = ()
+) -> Tree:
     """The run as a tree: one branch per node, with its failed items and their whole messages."""
     head = f"[bold]run {run.id}[/] {escape(run.workflow)} {status_markup(run.status, run.status_text)} "
     head += duration(run.seconds)
@@ -61,6 +63,9 @@ def run_tree(run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = Fa
     tree = Tree(head)
     for actor, how in run.served_by.items():
         tree.add(f"[yellow]{escape(actor)}[/]: {escape(how)}")
+    for event in scale_events:  # an autoscaled actor's changes (nimflow._tables.ScaleEvent)
+        at = time.strftime("%H:%M:%S", time.localtime(event.at))
+        tree.add(f"[dim]{at}[/] [yellow]{escape(event.actor)}[/] {event.from_count} -> {event.to_count} replicas: {escape(event.reason)}")
     nodes = sorted((t for t in rows if t.item is None), key=lambda t: int(t.node[1:]))
     items_by_node: dict[str, list[TaskRunInfo]] = {}
     for t in rows:

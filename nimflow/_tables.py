@@ -1,5 +1,5 @@
 """nimflow's own tables. Their schema is owned by the migrations in nimflow/migrations (revision
-0001 is the schema of 0.1, 0002 adds hosts, heartbeats and claims); a change here needs a new
+0001 is the schema of 0.1, 0002 adds hosts, heartbeats and claims, 0004 replica bounds and scale events); a change here needs a new
 revision there."""
 
 from __future__ import annotations
@@ -84,6 +84,23 @@ class ActorReplica(SQLModel, table=True):
     started_at: float = Field(default_factory=time.time)
     status: str = "running"
     gpus: str = ""  # comma-separated device ids the replica holds
+    # The actor's bounds when it was recorded (0 = unknown, an older row): the janitor stops the
+    # replicas beyond min_replicas after scaledown_seconds idle, the last min after ttl_seconds.
+    min_replicas: int = 0
+    max_replicas: int = 0
+    scaledown_seconds: float = 0.0
+
+
+class ScaleEvent(SQLModel, table=True):
+    """An actor's replica count changed: when, from -> to, why (for `nimflow show RUN`)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: str | None = Field(default=None, index=True)
+    actor: str
+    at: float = Field(default_factory=time.time)
+    from_count: int
+    to_count: int
+    reason: str
 
 
 class Claim(SQLModel, table=True):
@@ -95,7 +112,7 @@ class Claim(SQLModel, table=True):
     claimed_at: float = Field(default_factory=time.time)
 
 
-OWN_TABLES = frozenset({"run", "taskrun", "cacheentry", "actorreplica", "claim"})
+OWN_TABLES = frozenset({"run", "taskrun", "cacheentry", "actorreplica", "claim", "scaleevent"})
 
 
 def _refresh_pid() -> None:  # a forked child records its own pid

@@ -205,6 +205,10 @@ def run(
         list[str] | None,
         typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request of an actor."),
     ] = None,
+    replicas: Annotated[
+        list[str] | None,
+        typer.Option("--replicas", metavar="ACTOR=N|MIN:MAX", help="An actor's replicas, or bounds to scale between."),
+    ] = None,
     placement: Annotated[
         list[str] | None,
         typer.Option(
@@ -246,7 +250,8 @@ def run(
         return 0
     inputs = command.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
     servers = parse_actor_flags(
-        server=server or [], model=model or [], api_key=api_key or [], request_timeout=request_timeout or []
+        server=server or [], model=model or [], api_key=api_key or [], request_timeout=request_timeout or [],
+        replicas=replicas or [],
     )
     if placement:
         from nimflow.actors.launchers.ray import place
@@ -374,7 +379,10 @@ def show(
     with _store() as store:
         info = _history.find_run(store, run_id)
         rows = _history.task_runs(store, info)
-    console.print(run_tree(info, rows, tracebacks=tracebacks))
+        from nimflow.actors.records import scale_events
+
+        events = scale_events(store, info.id)
+    console.print(run_tree(info, rows, tracebacks=tracebacks, scale_events=events))
 
 
 @app.command()

@@ -98,7 +98,8 @@ nim = nf.NIM(
     mem="20Gi",
     shm_size="16Gi",
 )
-actor = nf.ActorEnvironment(name="nim-actor", server=nim, replica_count=1, ttl_seconds=900)
+# (1, 4): the 10 batches of top_k=100 papers wait on one 1-GPU replica; a 4-GPU node serves 4 at once.
+actor = nf.ActorEnvironment(name="nim-actor", server=nim, replica_count=(1, 4), ttl_seconds=900)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ class Entities(SQLModel, table=True):
 
 
 vllm = nf.VLLM(model="google/gemma-7b-it", args=["--dtype=half", "--max-model-len=2000"], hf_token="HF_TOKEN")
-actor = nf.ActorEnvironment(name="vllm-actor", server=vllm, replica_count=1, ttl_seconds=300)
+# (1, 2): gemma-7b in half precision fits one 24 GB GPU; a second one halves a long extraction.
+actor = nf.ActorEnvironment(name="vllm-actor", server=vllm, replica_count=(1, 2), ttl_seconds=300)
 
 
 @nf.task

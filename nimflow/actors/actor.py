@@ -13,10 +13,11 @@ from nimflow._resources import UsageCounts
 from nimflow.actors import records
 from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.launchers.base import Launcher, ReplicaInfo
-from nimflow.actors.overrides import ActorOverride
+from nimflow.actors.overrides import ActorOverride, replica_bounds_of
 from nimflow.actors.servers import ServerSpec
 
 if TYPE_CHECKING:
+    from nimflow.actors.scaler import Scaler
     from nimflow.llm.context import ActorContext
 
 __all__ = ["ActorResources", "ActorState"]
@@ -53,6 +54,27 @@ class ActorState:
     restart_locks: dict[int, anyio.Lock] = field(default_factory=dict)
     model: str = ""
     identity: str | None = None
+    scaler: Scaler | None = None
+    demand: int = 0  # tasks waiting in acquire()
+    first: list[int] = field(default_factory=list)  # the replicas the acquisition waited for
+
+    @property
+    def bounds(self) -> tuple[int, int]:
+        """(min, max) replicas: the command line's --replicas, else the pipeline's replica_count."""
+        if self.override is not None and self.override.replicas is not None:
+            return replica_bounds_of(
+                self.override.replicas, f"--replicas {self.env.name}={self.override.replicas}"
+            )
+        return self.env.min_replicas, self.env.max_replicas
+
+    @property
+    def scales(self) -> bool:
+        low, high = self.bounds
+        return low != high and self.spec.owned and self.spec.shared
+
+    @property
+    def scaledown(self) -> float:
+        return self.env.scaledown_seconds
 
     @property
     def keeps_warm(self) -> bool:
@@ -66,7 +88,14 @@ class ActorState:
     def rows(self, only: int | None = None) -> list[records.Replica]:
         ttl = self.env.ttl_seconds if self.spec.shared else 0.0
         return [
-            records.Replica(info=info, model=self.model or info.model, ttl=ttl, gpus=info.gpus)
+            records.Replica(
+                info=info,
+                model=self.model or info.model,
+                ttl=ttl,
+                gpus=info.gpus,
+                bounds=self.bounds,
+                scaledown=self.scaledown,
+            )
             for index, info in sorted(self.replicas.items())
             if only is None or index == only
         ]
@@ -76,8 +105,11 @@ class ActorState:
         spec = self.spec
         text = spec.describe()
         if spec.shared:
-            n = self.env.replica_count
-            text += f", {n} replica{'s' if n != 1 else ''}"
+            low, high = self.bounds
+            if low != high:
+                text += f", {low} to {high} replicas (autoscaled)"
+            else:
+                text += f", {high} replica{'s' if high != 1 else ''}"
             if self.adopted:
                 text += f" ({self.adopted} already running)"
             if self.launcher.kind == "ray":

@@ -53,13 +53,14 @@ def _expires(last_used: float, ttl: float, status: str) -> str:
 
 @actors_app.command("ls")
 def actors_ls() -> None:
-    """Replicas nimflow started and keeps warm: name, replica, container or pid, URL, config, expires-in."""
+    """Replicas nimflow started and keeps warm: name, replica, container or pid, URL, config, the actor's
+    min/max replicas, expires-in."""
     rows = _rows()
     if not rows:
         _console.print("no actor replicas are running")
         return
     table = Table(
-        "actor", "replica", "kind", "container / pid / node", "url", "model", "gpus", "config", "expires in"
+        "actor", "replica", "kind", "container / pid / node", "url", "model", "gpus", "config", "min/max", "expires in"
     )
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
@@ -69,6 +70,7 @@ def actors_ls() -> None:
             handle = describe_handle(row.handle)
         table.add_row(
             row.actor, str(row.replica), row.kind, handle, row.base_url, row.model, row.gpus or "-", row.config_hash,
+            f"{row.min_replicas}/{row.max_replicas}" if row.max_replicas else "-",
             _expires(row.last_used, row.ttl_seconds, row.status),
         )  # fmt: skip
     print_table(_console, table)  # actor names and URLs whole, at any width

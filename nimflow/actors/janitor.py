@@ -1,5 +1,8 @@
 """The janitor: a small detached process that stops replicas whose TTL has passed.
 
+An autoscaled actor's replicas beyond its min (the highest numbers) are extras: once its runs
+have ended they are stopped after scaledown_seconds idle, the last min after ttl_seconds.
+
 It runs even when no nimflow process does. One instance per NIMFLOW_HOME (an flock on
 janitor.lock); it exits once nothing is left to watch, and nimflow starts it again when it leaves
 a replica warm. A replica in use (its run heartbeats `last_used`) is given at least
@@ -72,12 +75,14 @@ def sweep(store: Store, now: float | None = None) -> float | None:
     now = time.time() if now is None else now
     next_expiry: float | None = None
     launchers: dict[str, Launcher] = {}
-    for row in records.list_replicas(store, owned_only=True):
+    rows = records.list_replicas(store, owned_only=True)
+    keep_for = _warm_seconds(rows)
+    for row in rows:
         info = records.to_info(row)
         launcher = launchers.get(row.kind) or launchers.setdefault(row.kind, launcher_for(row.kind))
         try:
             gone = not launcher.status(info).running
-            expiry = expires_at(row.last_used, row.ttl_seconds, row.status)
+            expiry = expires_at(row.last_used, keep_for[row.id], row.status)
             if not gone and now < expiry:
                 next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
                 continue
@@ -91,6 +96,19 @@ def sweep(store: Store, now: float | None = None) -> float | None:
             continue
         records.forget_if_unchanged(store, row)
     return next_expiry
+
+
+def _warm_seconds(rows: list[ActorReplica]) -> dict[str, float]:
+    """How long each replica stays warm after last use: the TTL, or for an autoscaled actor's
+    extras (beyond its first min_replicas, in replica order) the shorter scaledown_seconds."""
+    seconds: dict[str, float] = {}
+    rank: dict[str, int] = {}
+    for row in rows:  # ordered by actor and replica
+        n = rank.get(row.actor, 0)
+        rank[row.actor] = n + 1
+        extra = row.max_replicas > row.min_replicas and n >= row.min_replicas and row.scaledown_seconds > 0
+        seconds[row.id] = min(row.ttl_seconds, row.scaledown_seconds) if extra else row.ttl_seconds
+    return seconds
 
 
 def stop_row(store: Store, row: ActorReplica) -> None:

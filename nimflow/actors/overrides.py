@@ -1,5 +1,5 @@
 """Per-actor options from the command line (`--server`, `--model`, `--api-key`, `--request-timeout`,
-each ACTOR=VALUE): serve a named actor another way without editing the pipeline."""
+`--replicas`, each ACTOR=VALUE): serve a named actor another way without editing the pipeline."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nimflow._exceptions import UserInputError
+from nimflow.actors.environment import replica_bounds
 from nimflow.actors.servers import NIM, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
 from nimflow.secrets import Secret, check_secret_name
 
@@ -17,6 +18,7 @@ __all__ = [
     "check_overrides",
     "parse_actor_flags",
     "parse_server_override",
+    "replica_bounds_of",
 ]
 
 _USAGE = (
@@ -47,6 +49,7 @@ class ActorOverride:
         values = (
             ("server", self.server), ("model", self.model), ("api-key", self.api_key),
             ("request-timeout", None if self.request_timeout is None else f"{self.request_timeout:g}"),
+            ("replicas", self.replicas),
         )  # fmt: skip
         return " ".join(f"--{flag} {actor}={value}" for flag, value in values if value is not None)
 
@@ -91,6 +94,7 @@ def parse_actor_flags(
     model: Sequence[str] = (),
     api_key: Sequence[str] = (),
     request_timeout: Sequence[str] = (),
+    replicas: Sequence[str] = (),
 ) -> dict[str, ActorOverride]:
     """Every per-actor flag, each item "ACTOR=VALUE", into one ActorOverride per actor."""
     found: dict[str, ActorOverride] = {}
@@ -112,7 +116,23 @@ def parse_actor_flags(
     for item in request_timeout:
         actor, value = _split("request-timeout", item, "nim-actor=600")
         put(actor, request_timeout=_timeout(item, value))
+    for item in replicas:
+        actor, value = _split("replicas", item, "nim-actor=1:4")
+        replica_bounds_of(value, f"--replicas {item!r}")
+        put(actor, replicas=value)
     return found
+
+
+def replica_bounds_of(text: str, where: str) -> tuple[int, int]:
+    """ "N" or "MIN:MAX" (a --replicas value) -> (min, max)."""
+    low, sep, high = text.partition(":")
+    try:
+        value: int | tuple[int, int] = (int(low), int(high)) if sep else int(low)
+    except ValueError:
+        raise UserInputError(
+            f"{where}: give a number of replicas or MIN:MAX, e.g. --replicas nim-actor=2 or nim-actor=1:4."
+        ) from None
+    return replica_bounds(value, where)
 
 
 def as_overrides(servers: Mapping[str, str | ActorOverride] | None) -> dict[str, ActorOverride]:

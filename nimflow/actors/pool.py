@@ -2,8 +2,9 @@
 
 Acquire (adopt matching replicas, replace changed ones, start the missing), wait until ready,
 hand the replica URLs to the LLM layer's routing client, restart replicas that die (bounded),
-and on release leave them warm for their TTL under the janitor's watch. The session's
-background work (heartbeats, restarts) runs in its own anyio task group; blocking work (Docker,
+and on release leave them warm for their TTL under the janitor's watch. An actor with
+replica_count=(min, max) scales between its bounds (scaler.py). The session's background work
+(heartbeats, restarts, scaling) runs in its own anyio task group; blocking work (Docker,
 processes, the database) goes through worker threads.
 """
 
@@ -72,6 +73,14 @@ class ActorSession:
         self._beating = False
         self._closing = False
 
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    @property
+    def console(self) -> Console | None:
+        return self._console
+
     # -- the engine's protocol (nimflow._resources.ResourceSession) ------------------------------
 
     async def __aenter__(self) -> ActorSession:
@@ -109,17 +118,24 @@ class ActorSession:
         state = self._actor(actor)
         if state.resources is not None:
             return state.resources
-        async with state.lock:  # concurrent callers share the one acquisition
-            if state.error is not None:
-                raise state.error
-            if state.resources is None:
-                try:
-                    state.resources = ActorResources(await self._acquire(state))
-                except BaseException as exc:
-                    if isinstance(exc, Exception):
-                        state.error = exc  # later callers fail the same way instead of retrying the start
-                    raise
-            return state.resources
+        state.demand += 1  # callers waiting for the actor: what an autoscaled one starts for
+        try:
+            async with state.lock:  # concurrent callers share the one acquisition
+                if state.error is not None:
+                    raise state.error
+                if state.resources is None:
+                    try:
+                        state.resources = ActorResources(await self._acquire(state))
+                    except BaseException as exc:
+                        if isinstance(exc, Exception):
+                            state.error = exc  # later callers fail the same way instead of retrying the start
+                        if state.scaler is not None:
+                            with anyio.CancelScope(shield=True):
+                                await state.scaler.stop()
+                        raise
+                return state.resources
+        finally:
+            state.demand -= 1
 
     async def context_for(self, actor: ActorRef) -> ActorContext:
         """The acquired actor's context (what `nf.current_actor()` answers inside its tasks)."""
@@ -141,7 +157,10 @@ class ActorSession:
         if actor is None:
             spec = self.server_for(env)
             actor = ActorState(
-                env=env, spec=spec, launcher=launcher_for(spec.kind, env.placement), override=self._overrides.get(env.name)
+                env=env,
+                spec=spec,
+                launcher=launcher_for(spec.kind, env.placement),
+                override=self._overrides.get(env.name),
             )
             self._actors[env.name] = actor
         elif actor.env is not env and actor.env.server != env.server:
@@ -170,18 +189,23 @@ class ActorSession:
         if spec.owned:
             self._start_heartbeat()
             await _ensure_janitor(self.store.url)
-        urls = [actor.replicas[i].base_url for i in sorted(actor.replicas)]
-        return build_actor_context(
+        indexes = actor.first or sorted(actor.replicas)
+        context = build_actor_context(
             env.name,
             actor.model,
-            urls,
+            [actor.replicas[i].base_url for i in indexes],
             api_key=api_key,
             max_in_flight_per_replica=env.max_concurrency or DEFAULT_MAX_IN_FLIGHT,
             served_by=actor.describe(),
             on_replica_down=lambda url: self._replica_down(actor, url),
             api_key_name=spec.api_key_name if isinstance(spec, OpenAIEndpoint) else None,
             request_timeout=actor.request_timeout,
+            max_replicas=actor.bounds[1] if actor.scales else None,
+            replica_indexes=indexes,
         )
+        if actor.scaler is not None and context.router is not None:
+            actor.scaler.attach(context.router)
+        return context
 
     def _api_key(self, actor: ActorState) -> str | None:
         spec = actor.spec
@@ -194,6 +218,15 @@ class ActorSession:
         # to start the replicas, then adopts them instead of starting its own.
         async with start_lock(actor.env.name, wait=actor.spec.startup_timeout + 600):
             await self._launch(actor, display)
+        actor.first = sorted(actor.replicas)  # what this acquisition brings up and waits for
+        if actor.scales and self._group is not None:
+            # Started now, not once the first replica is ready: the callers already waiting for
+            # the actor may justify more replicas, which then start alongside the first.
+            from nimflow._context import current_run_id
+            from nimflow.actors.scaler import Scaler
+
+            actor.scaler = Scaler(self, actor, current_run_id())
+            self._group.start_soon(actor.scaler.run)
 
         errors: list[BaseException] = []
 
@@ -209,7 +242,7 @@ class ActorSession:
                 errors.append(exc)
 
         async with anyio.create_task_group() as group:
-            for index in sorted(actor.replicas):
+            for index in actor.first:
                 group.start_soon(bring_up, index)
         if errors:
             await self._fail_start(actor, errors)
@@ -217,6 +250,7 @@ class ActorSession:
     async def _launch(self, actor: ActorState, display: ProgressDisplay) -> None:
         """Adopt what matches, remove what does not, start the missing replicas (not yet ready)."""
         env, spec, launcher = actor.env, actor.spec, actor.launcher
+        low, high = actor.bounds
         config = spec.config_hash()
         found = await anyio.to_thread.run_sync(launcher.find, env.name)
         for info in sorted(found, key=lambda i: (i.replica, not i.running)):
@@ -224,7 +258,7 @@ class ActorSession:
                 spec.shared
                 and info.running
                 and info.config_hash == config
-                and info.replica < env.replica_count
+                and info.replica < high  # adopted replicas count toward the bounds
                 and info.replica not in actor.replicas
             )
             if keep:
@@ -238,7 +272,9 @@ class ActorSession:
             await anyio.to_thread.run_sync(launcher.stop, info)
             await self._forget(env.name, info.replica)
         await self._save(actor, "in_use")  # adopted replicas hold their GPUs before placement
-        missing = [i for i in range(env.replica_count) if i not in actor.replicas]
+        # At least one: acquisition means a request needs the actor, also for min=0.
+        wanted = max(low, 1) - len(actor.replicas)
+        missing = [i for i in range(high) if i not in actor.replicas][: max(wanted, 0)]
         # Ray gives each replica its GPUs on the node it picks; this host's inventory is for local ones.
         gpus = (
             {}
@@ -299,8 +335,8 @@ class ActorSession:
 
     async def _check_models(self, actor: ActorState, api_key: str | None) -> str:
         models = [
-            await check_models(info, actor.spec, self._client(), api_key=api_key)
-            for info in actor.replicas.values()
+            await check_models(actor.replicas[i], actor.spec, self._client(), api_key=api_key)
+            for i in actor.first or sorted(actor.replicas)
         ]
         for info in actor.replicas.values():
             info.model = models[0]
@@ -346,6 +382,9 @@ class ActorSession:
                 with contextlib.suppress(Exception):
                     await wait_ready(actor.launcher, fresh, actor.spec, self._client(), deadline=5.0)
                     return info.base_url  # a blip, not a death
+            if not await anyio.to_thread.run_sync(lambda: records.is_recorded(self.store, info)):
+                actor.replicas.pop(index, None)  # scaled down by another process: not ours to restart
+                return None
             if actor.restarts.get(index, 0) >= MAX_RESTARTS:
                 log.warning(
                     "actor %s replica %s: down, and restarted %s times already",
@@ -372,6 +411,9 @@ class ActorSession:
     async def release(self) -> None:
         async with self._db_lock:
             self._closing = True  # the heartbeat writes nothing after this
+        for actor in self._actors.values():
+            if actor.scaler is not None:  # no scaling while the replicas are handed to the janitor
+                await actor.scaler.stop()
         for actor in self._actors.values():
             if actor.resources is not None:
                 from nimflow.llm.client import close_actor_context

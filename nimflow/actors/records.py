@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from nimflow._store import ActorReplica, Store
+from nimflow._tables import ScaleEvent
 from nimflow.actors.launchers.base import ReplicaInfo
 
 __all__ = [
@@ -22,8 +23,11 @@ __all__ = [
     "forget",
     "forget_if_unchanged",
     "held_gpus",
+    "is_recorded",
     "list_replicas",
+    "record_scale",
     "save",
+    "scale_events",
 ]
 
 # The kinds whose replicas nimflow started and must stop one day (endpoints are only listed).
@@ -38,6 +42,8 @@ class Replica:
     model: str
     ttl: float
     gpus: tuple[str, ...] = ()
+    bounds: tuple[int, int] = (0, 0)  # the actor's (min, max)
+    scaledown: float = 0.0
 
 
 def _key(actor: str, replica: int) -> str:
@@ -78,6 +84,9 @@ def _save(store: Store, items: list[Replica], status: str) -> None:
                     started_at=started_at,
                     status=status,
                     gpus=",".join(item.gpus),
+                    min_replicas=item.bounds[0],
+                    max_replicas=item.bounds[1],
+                    scaledown_seconds=item.scaledown,
                 )
             )
         session.commit()
@@ -89,6 +98,13 @@ def forget(store: Store, actor: str, replica: int) -> None:
         if row is not None:
             session.delete(row)
             session.commit()
+
+
+def is_recorded(store: Store, info: ReplicaInfo) -> bool:
+    """Whether the replica's row is still there with the same handle (nobody stopped it)."""
+    with store.session() as session:
+        row = session.get(ActorReplica, _key(info.actor, info.replica))
+        return row is not None and row.handle == info.handle
 
 
 def forget_if_unchanged(store: Store, row: ActorReplica) -> None:
@@ -108,6 +124,23 @@ def list_replicas(store: Store, actor: str | None = None, *, owned_only: bool = 
     with store.session() as session:
         rows = list(session.exec(query))
     return [r for r in rows if not owned_only or r.kind in OWNED_KINDS]
+
+
+def record_scale(
+    store: Store, actor: str, from_count: int, to_count: int, reason: str, *, run_id: str | None
+) -> None:
+    with store.session() as session:
+        session.add(
+            ScaleEvent(run_id=run_id, actor=actor, from_count=from_count, to_count=to_count, reason=reason)
+        )
+        session.commit()
+
+
+def scale_events(store: Store, run_id: str) -> list[ScaleEvent]:
+    """A run's scale events, oldest first."""
+    query = select(ScaleEvent).where(ScaleEvent.run_id == run_id).order_by(ScaleEvent.id)  # type: ignore[arg-type]
+    with store.session() as session:
+        return list(session.exec(query))
 
 
 def held_gpus(store: Store, *, except_actor: str | None = None) -> dict[str, str]:

@@ -34,19 +34,26 @@ def build_actor_context(
     connect_timeout: float = 5.0,
     api_key_name: str | None = None,
     retry_policy: RetryPolicy = DEFAULT_POLICY,
+    max_replicas: int | None = None,
+    replica_indexes: Sequence[int] | None = None,
 ) -> ActorContext:
     """Clients for an actor's replicas (URLs like "http://127.0.0.1:8001/v1").
 
     `on_replica_down(url)` is awaited once per failure episode when a replica refuses connections;
     it may restart the replica and return its new base URL, or return None to leave it out of
-    rotation. `api_key_name` names the secret or env var holding the key, for 401 messages. A request
+    rotation. `max_replicas` makes the replica set live (router.add/retire, may start empty);
+    `replica_indexes` numbers the replicas as their launcher does. `api_key_name` names the secret or env var holding the key, for 401 messages. A request
     with no answer within `request_timeout` seconds is tried once more, then fails saying how to
     raise it.
     """
     urls, userinfo_key = _without_userinfo([u.rstrip("/") for u in replica_urls])
     api_key = api_key or userinfo_key
-    router = Router(urls, max_in_flight=max_in_flight_per_replica, on_replica_down=on_replica_down)
-    base_url = urls[0]
+    router = Router(
+        urls, max_in_flight=max_in_flight_per_replica, on_replica_down=on_replica_down,
+        max_replicas=max_replicas, indexes=replica_indexes,
+    )  # fmt: skip
+    # The clients' logical base URL; the routing transport rewrites it to the chosen replica's.
+    base_url = urls[0] if urls else "http://nimflow-replica.invalid/v1"
     key = api_key or _NO_KEY
     if api_key:
         remember_secret(api_key)

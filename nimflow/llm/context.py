@@ -39,10 +39,11 @@ class ActorContext:
 
     @property
     def capacity(self) -> int:
-        """How many requests the replicas take at once (sum of their in-flight caps)."""
+        """How many requests the replicas take at once (sum of their in-flight caps); for an actor
+        that scales, at its maximum, so that a fan-out makes the backlog that scales it up."""
         if self.router is None:
             return 64
-        return self.router.max_in_flight * len(self.router.replicas)
+        return self.router.max_in_flight * max(len(self.router.replicas), self.router.max_replicas)
 
 
 _current: ContextVar[ActorContext | None] = ContextVar("nimflow_actor", default=None)

@@ -2,7 +2,9 @@
 
 Each request goes to the in-rotation replica with the fewest requests in flight, never above the
 per-replica cap. Requests that find every replica at its cap wait in one FIFO queue and are handed a
-slot as soon as one frees up (fair: first come, first served). State is guarded by a thread lock
+slot as soon as one frees up (fair: first come, first served). The replica set changes live: an
+autoscaler adds a replica as soon as it is ready (queued requests go to it at once) and retires an
+idle one; the queue's length is the backlog it scales on. State is guarded by a thread lock
 because the sync client is used from worker threads while the async client runs on the event loop;
 the lock is uncontended on the hot path and held for a few attribute updates only.
 """
@@ -29,7 +31,7 @@ OnReplicaDown = Callable[[str], Awaitable[str | None]]
 
 
 class Replica:
-    __slots__ = ("in_flight", "index", "restarting", "up", "url")
+    __slots__ = ("idle_since", "in_flight", "index", "restarting", "up", "url")
 
     def __init__(self, index: int, url: str) -> None:
         self.index = index
@@ -37,6 +39,7 @@ class Replica:
         self.in_flight = 0
         self.up = True
         self.restarting = False
+        self.idle_since = time.monotonic()  # when in_flight last fell to 0
 
     def __repr__(self) -> str:
         state = "up" if self.up else ("restarting" if self.restarting else "down")
@@ -108,15 +111,22 @@ class Router:
         max_in_flight: int,
         on_replica_down: OnReplicaDown | None = None,
         breaker_seconds: float = 3.0,
+        max_replicas: int | None = None,
+        indexes: Sequence[int] | None = None,
     ) -> None:
-        if not urls:
+        # An autoscaled router (max_replicas given) may start empty: its requests wait for a replica.
+        if not urls and max_replicas is None:
             raise ActorConfigError("an actor needs at least one replica URL; pass its server's base URL.")
         if max_in_flight < 1:
             raise ActorConfigError(
                 f"max_in_flight_per_replica is {max_in_flight}; it must be at least 1 "
                 "(set the actor's max_concurrency to 1 or more, or leave it unset)."
             )
-        self.replicas = [Replica(i, u) for i, u in enumerate(urls)]
+        numbers = list(indexes) if indexes is not None else list(range(len(urls)))
+        # Replaced, never mutated in place: other threads iterate it without the lock.
+        self.replicas = [Replica(i, u) for i, u in zip(numbers, urls, strict=True)]
+        self.max_replicas = max(max_replicas or 0, len(self.replicas))
+        self.packs = max_replicas is not None
         self.max_in_flight = max_in_flight
         self._on_down = on_replica_down
         self._lock = threading.Lock()
@@ -135,8 +145,13 @@ class Router:
     def _pick(self) -> Replica | None:
         replicas = self.replicas
         n = len(replicas)
+        if n == 0:
+            return None  # scaled to zero: wait in the queue for the scaler's replica
         best: Replica | None = None
-        start = self._rr
+        best_at = 0
+        # An autoscaled set packs light load on its first replicas, so that the others go idle
+        # and can be stopped; a fixed set rotates ties, to spread light load.
+        start = 0 if self.packs else self._rr
         any_up = False
         for k in range(n):
             r = replicas[(start + k) % n]
@@ -144,7 +159,7 @@ class Router:
                 continue
             any_up = True
             if r.in_flight < self.max_in_flight and (best is None or r.in_flight < best.in_flight):
-                best = r
+                best, best_at = r, (start + k) % n
         if any_up:
             self._down_since = None
         elif any(r.restarting for r in replicas):
@@ -154,12 +169,12 @@ class Router:
                 raise EndpointUnreachableError("every replica is out of reach and none is being restarted")
             # Nothing in rotation and nothing coming back: probe the down replicas rather than
             # fail for good, so a server that was only briefly away is picked up again.
-            for r in replicas:
+            for at, r in enumerate(replicas):
                 if r.in_flight < self.max_in_flight and (best is None or r.in_flight < best.in_flight):
-                    best = r
+                    best, best_at = r, at
         if best is not None:
             best.in_flight += 1
-            self._rr = (best.index + 1) % n
+            self._rr = (best_at + 1) % n
         return best
 
     def _circuit_open(self) -> bool:
@@ -226,8 +241,41 @@ class Router:
     def release(self, replica: Replica) -> None:
         with self._lock:
             replica.in_flight -= 1
+            if replica.in_flight == 0:
+                replica.idle_since = time.monotonic()
             if self._waiters:
                 self._wake()
+
+    # -- a live replica set (the autoscaler) ---------------------------------------------------------
+    @property
+    def backlog(self) -> int:
+        """Requests waiting for a replica slot (every replica is at its cap, or there is none)."""
+        return len(self._waiters)
+
+    def add(self, index: int, url: str) -> Replica:
+        """A ready replica joins the rotation; queued requests go to it at once."""
+        replica = Replica(index, url)
+        with self._lock:
+            self.replicas = [*self.replicas, replica]
+            self.max_replicas = max(self.max_replicas, len(self.replicas))
+            self._wake()
+        return replica
+
+    def retire(self, replica: Replica) -> bool:
+        """Take an idle replica out of the rotation; False (and it stays) if it has requests in flight."""
+        with self._lock:
+            if replica.in_flight or replica not in self.replicas:
+                return False
+            self.replicas = [r for r in self.replicas if r is not replica]
+            return True
+
+    def fail_waiting(self, exc: Exception) -> None:
+        """Fail the queued requests (no replica could be started for them)."""
+        with self._lock:
+            if self.replicas:
+                return
+            while self._waiters:
+                self._waiters.popleft().fail(exc)
 
     # -- health --------------------------------------------------------------------------------------
     def mark_up(self, replica: Replica) -> None:

@@ -67,7 +67,7 @@ def test_eight_processes_open_a_fresh_database_at_once(store_url: str) -> None:
         assert {"run", "taskrun", "cacheentry", "actorreplica", "claim"} <= set(
             inspect(conn).get_table_names()
         )
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0003"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
     engine.dispose()
 
 
