@@ -32,6 +32,8 @@ class NodeState:
     started_at: float | None = None
     ended_at: float | None = None
     tokens: int = 0
+    waited: int = 0  # items another run computed while this one waited for them
+    taken_over: int = 0  # items another run had claimed and let go (it died), computed here
 
 
 @dataclass

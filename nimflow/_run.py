@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 import os
 import signal
 import threading
@@ -32,6 +33,7 @@ from nimflow._context import bind_run
 from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
 from nimflow._graph import current_builder
 from nimflow._recorder import ItemFailure, NodeState
+from nimflow._result_cache import ResultCache
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
@@ -47,6 +49,8 @@ __all__ = ["RunResult", "Workflow", "arun", "run", "validate_inputs", "workflow"
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger("nimflow")
 
 HEARTBEAT_SECONDS = 2.0
 CTRL_C = "cancelled (Ctrl-C)"
@@ -242,6 +246,7 @@ async def _execute(
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_heartbeat, store, row)
+                    tg.start_soon(_renew_claims, scheduler.cache)
                     if handle_signals:
                         await tg.start(_watch_signals, tg.cancel_scope, stop)
                     result.outputs = await scheduler.execute()
@@ -312,6 +317,16 @@ async def _heartbeat(store: Store, row: Run) -> None:
         await anyio.sleep(HEARTBEAT_SECONDS)
         row.heartbeat_at = time.time()
         store.writer.update(Run, row.id, {"heartbeat_at": row.heartbeat_at})
+
+
+async def _renew_claims(cache: ResultCache) -> None:
+    """Keep this run's claims alive: three renewals per lease, so one late beat loses nothing."""
+    while True:
+        await anyio.sleep(cache.lease / 3)
+        try:
+            await anyio.to_thread.run_sync(cache.renew)
+        except Exception as exc:  # a database hiccup: the next beat tries again
+            log.warning("could not renew claims: %s", exc)
 
 
 async def _watch_signals(
