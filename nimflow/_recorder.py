@@ -96,6 +96,8 @@ class Recorder:
             key=key,
             cache_hit=cache_hit,
             usage=outcome.usage,
+            waited=self.states[node.id].waited,
+            taken_over=self.states[node.id].taken_over,
         )
 
     def map_done(self, node: Node[Any], outcomes: list[Outcome]) -> None:
@@ -120,6 +122,8 @@ class Recorder:
             attempts=sum(o.attempts for o in outcomes),
             error=error,
             cache_hit=count > 0 and state.cached == count,
+            waited=state.waited,
+            taken_over=state.taken_over,
         )
 
     # -- items --------------------------------------------------------------------------------
@@ -190,6 +194,8 @@ class Recorder:
         key: str | None = None,
         cache_hit: bool = False,
         usage: UsageCounts | None = None,
+        waited: int = 0,
+        taken_over: int = 0,
     ) -> dict[str, Any]:
         """The one shape of a task-run row, for nodes and map items alike."""
         return {
@@ -209,4 +215,6 @@ class Recorder:
             "retries": usage.retries if usage is not None else 0,
             "prompt_tokens": usage.prompt_tokens if usage is not None else 0,
             "completion_tokens": usage.completion_tokens if usage is not None else 0,
+            "waited": waited,
+            "taken_over": taken_over,
         }

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -225,6 +226,7 @@ async def _execute(
         file=source_file,
         inputs=_serialize.canonical(_inputs_json(wf, values)),
         pid=os.getpid(),
+        host=socket.gethostname(),
         started_at=started,
         heartbeat_at=started,
     )

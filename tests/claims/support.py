@@ -4,6 +4,7 @@ what the fake server's request log says about who computed what."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -102,5 +103,28 @@ def map_rows(url: str) -> list[tuple[str, int, bool, str | None, int | None]]:
                     text("select run_id, item, cache_hit, host, pid from taskrun where item is not null")
                 )
             ]
+    finally:
+        engine.dispose()
+
+
+def nimflow(*args: str) -> str:
+    """The output of a `nimflow` command, on a terminal wide enough for its tables."""
+    env = {**os.environ, "COLUMNS": "300"}
+    done = subprocess.run(
+        [sys.executable, "-m", "nimflow", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def node_counts(url: str) -> dict[str, tuple[int, int]]:
+    """run id -> (waited, taken_over) of its map node."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = text(
+                "select run_id, waited, taken_over from taskrun where item is null and task = 'answer'"
+            )
+            return {r[0]: (r[1], r[2]) for r in conn.execute(query)}
     finally:
         engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,18 @@ import pytest
 from nimflow._store import Store
 from nimflow.testing import FakeServerProcess, spawn
 
-from .support import CONCURRENCY, answered, command, expected, map_rows, runs, start, write_pipeline
+from .support import (
+    CONCURRENCY,
+    answered,
+    command,
+    expected,
+    map_rows,
+    nimflow,
+    node_counts,
+    runs,
+    start,
+    write_pipeline,
+)
 
 N = 2000
 # What the server answered in the last WINDOW seconds before a kill may not be committed yet.
@@ -31,7 +43,9 @@ def fake() -> Iterator[FakeServerProcess]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_three_processes_answer_each_item_once(tmp_path: Path, store_url: str, fake: FakeServerProcess) -> None:
+def test_three_processes_answer_each_item_once(
+    tmp_path: Path, store_url: str, fake: FakeServerProcess
+) -> None:
     Store.open().close()  # the schema first (opening it concurrently is tested in tests/store)
     cmd = command(write_pipeline(tmp_path), fake, N)
     procs = [start(cmd) for _ in range(3)]
@@ -47,6 +61,16 @@ def test_three_processes_answer_each_item_once(tmp_path: Path, store_url: str, f
     assert len(items) == 3 * N  # every run records every item: computed here or waited for
     computed = [(run_id, item) for run_id, item, hit, _host, _pid in items if not hit]
     assert sorted(item for _, item in computed) == list(range(N))
+    # Who computed what: `runs` names each run's process, `show` the processes that ran its items.
+    listing = nimflow("runs")
+    host = socket.gethostname()
+    for proc in procs:
+        assert f"{host}:{proc.pid}" in listing
+    for run_id, _, _ in rows:
+        mine = sum(1 for r, _item, hit, _h, _p in items if r == run_id and not hit)
+        shown = nimflow("show", run_id)
+        if mine:
+            assert "computed by" in shown and f"({mine})" in shown
 
 
 @pytest.mark.slow
@@ -77,3 +101,7 @@ def test_a_killed_process_leaves_its_items_to_the_others(
     assert len(twice) <= CONCURRENCY + recent, (len(twice), recent)
     finished = [(status, outputs) for _, status, outputs in runs(store_url) if status != "running"]
     assert finished == [("succeeded", expected(N))] * 2
+    # The victim's claimed items were taken over by the survivors once its leases expired.
+    taken_over = {run_id: t for run_id, (_, t) in node_counts(store_url).items()}
+    assert sum(taken_over.values()) >= 1
+    assert "taken over" in nimflow("runs")
