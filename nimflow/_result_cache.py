@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from nimflow import _serialize
@@ -79,6 +80,16 @@ class ResultCache:
         """Push back the expiry of this process's leases (from the run's heartbeat)."""
         if self._held:
             self._store.renew(self.owner, self.lease)
+
+    async def keep_claims(self) -> None:
+        """Renew this process's leases three times per lease, so one late beat loses nothing (a
+        task in the run's task group, for the run's duration)."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                await anyio.to_thread.run_sync(self.renew)
+            except Exception as exc:  # a database hiccup: the next beat tries again
+                log.warning("could not renew claims: %s", exc)
 
     def release(self) -> None:
         """Give up every lease held, once what was computed under them is committed (blocking)."""

@@ -34,10 +34,10 @@ from nimflow._context import bind_run
 from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
 from nimflow._graph import current_builder
 from nimflow._recorder import ItemFailure, NodeState
-from nimflow._result_cache import ResultCache
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
+from nimflow._workers import Workers, shared_caps
 from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -126,6 +126,7 @@ def run(
     progress: ProgressFactory | None = None,
     console: Console | None = None,
     source_file: str | None = None,
+    workers: int = 1,
     **kw_inputs: Any,
 ) -> RunResult:
     """Run a workflow to the end and return its result; raise RunFailedError if it failed.
@@ -133,7 +134,8 @@ def run(
     Inputs are keyword arguments (`nf.run(wf, n=3)`) or, when an input shares a name with an
     option here (say `servers`), the `inputs` mapping. From the main thread, Ctrl-C and SIGTERM
     (`nimflow kill`) cancel the run: it is recorded as cancelled, then KeyboardInterrupt or
-    RunCancelledError is raised.
+    RunCancelledError is raised. `workers=N` computes the cached maps' items in N processes
+    (this one and N-1 workers, see nimflow._workers).
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
@@ -151,6 +153,7 @@ def run(
                     console=console,
                     source_file=source_file,
                     handle_signals=main,
+                    workers=workers,
                 )
             )
     finally:
@@ -169,6 +172,7 @@ async def arun(
     progress: ProgressFactory | None = None,
     console: Console | None = None,
     source_file: str | None = None,
+    workers: int = 1,
     **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop (whose signals are theirs)."""
@@ -182,6 +186,7 @@ async def arun(
         console=console,
         source_file=source_file,
         handle_signals=False,
+        workers=workers,
     )
 
 
@@ -204,7 +209,10 @@ async def _execute(
     console: Console | None,
     source_file: str | None,
     handle_signals: bool,
+    workers: int = 1,
 ) -> RunResult:
+    if workers < 1:
+        raise UserInputError(f"workers must be 1 or more, not {workers}.")
     own_store = store is None
     store = store or Store.open()
     try:
@@ -238,8 +246,15 @@ async def _execute(
         run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
     )
     stop = _Stop()
+    pool: Workers | None = None
     try:
         async with AsyncExitStack() as stack:
+            stack.enter_context(shared_caps(envs.values(), workers))
+            if workers > 1:
+                pool = Workers.start(
+                    workers, wf, source_file, run_id, _inputs_json(wf, values), use_cache, servers, store.url
+                )
+                stack.callback(pool.stop)  # on a failure or cancel; a no-op once they ended
             if actors is not None:
                 await stack.enter_async_context(actors)
             if progress is not None:
@@ -248,10 +263,13 @@ async def _execute(
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_heartbeat, store, row)
-                    tg.start_soon(_renew_claims, scheduler.cache)
+                    tg.start_soon(scheduler.cache.keep_claims)
                     if handle_signals:
                         await tg.start(_watch_signals, tg.cancel_scope, stop)
                     result.outputs = await scheduler.execute()
+                    if pool is not None:
+                        for error in await anyio.to_thread.run_sync(pool.wait, abandon_on_cancel=True):
+                            log.warning("%s", error)
                     tg.cancel_scope.cancel()  # the heartbeat and the signal watch end with the run
             finally:  # what served each actor is known once the run has acquired it
                 if actors is not None:
@@ -319,16 +337,6 @@ async def _heartbeat(store: Store, row: Run) -> None:
         await anyio.sleep(HEARTBEAT_SECONDS)
         row.heartbeat_at = time.time()
         store.writer.update(Run, row.id, {"heartbeat_at": row.heartbeat_at})
-
-
-async def _renew_claims(cache: ResultCache) -> None:
-    """Keep this run's claims alive: three renewals per lease, so one late beat loses nothing."""
-    while True:
-        await anyio.sleep(cache.lease / 3)
-        try:
-            await anyio.to_thread.run_sync(cache.renew)
-        except Exception as exc:  # a database hiccup: the next beat tries again
-            log.warning("could not renew claims: %s", exc)
 
 
 async def _watch_signals(

@@ -55,7 +55,10 @@ class Scheduler:
         inputs: dict[str, Any],
         read_cache: bool = True,
         resources: ResourceSession | None = None,
+        owner: str | None = None,
     ) -> None:
+        """`owner` is set in a worker process of the run (--workers): it holds its own claims and
+        leaves the node rows to the run's process."""
         for node in graph:
             if node.task.actor is not None and resources is None:
                 raise UserInputError(
@@ -65,8 +68,9 @@ class Scheduler:
         self.graph = graph
         self.inputs = inputs
         self._resources = resources
-        self.recorder = Recorder(run_id, store, graph.nodes)
-        self.cache = ResultCache(store, run_id, read=read_cache, resources=resources)
+        self.run_id = run_id
+        self.recorder = Recorder(run_id, store, graph.nodes, worker=owner is not None)
+        self.cache = ResultCache(store, run_id, read=read_cache, resources=resources, owner=owner)
         self._values: dict[str, Any] = {}
         self._events = {node.id: anyio.Event() for node in graph}
         self._threads = anyio.CapacityLimiter(DEFAULT_THREADS)
@@ -210,7 +214,7 @@ class Scheduler:
             rest = [p for p in waiting if keys[p] not in found]
             for position in waiting:
                 if keys[position] in found:
-                    state.waited += 1
+                    state.waited += found[keys[position]].run_id != self.run_id  # not our own workers'
                     self._replay(node, calls, outcomes, keys, position, found[keys[position]])
             if not rest:
                 return
@@ -244,7 +248,11 @@ class Scheduler:
         outcome = Outcome(ok=True, value=self.cache.replay(node.task, entry), started_at=now, ended_at=now)
         outcomes[position] = outcome
         item = position if node.is_map else None
-        self.recorder.item_done(node, item, outcome, keys[position] if keys else None, True)
+        key = keys[position] if keys else None
+        if entry.run_id == self.run_id:  # computed by a worker of this run, which wrote its row
+            self.recorder.item_done(node, item, outcome, key, False, recorded=True)
+        else:
+            self.recorder.item_done(node, item, outcome, key, True)
         calls[position] = _FREED
 
     async def _work(

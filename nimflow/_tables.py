@@ -70,6 +70,7 @@ class CacheEntry(SQLModel, table=True):
 class Cached(NamedTuple):
     output: str  # JSON
     source_hash: str
+    run_id: str | None = None  # the run that computed it
 
 
 class ActorReplica(SQLModel, table=True):
