@@ -118,12 +118,12 @@ def nimflow(*args: str) -> str:
 
 
 def node_counts(url: str) -> dict[str, tuple[int, int]]:
-    """run id -> (waited, taken_over) of its map node."""
+    """run id -> (waited, taken_over), summed over its node rows."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             query = text(
-                "select run_id, waited, taken_over from taskrun where item is null and task = 'answer'"
+                "select run_id, sum(waited), sum(taken_over) from taskrun where item is null group by run_id"
             )
             return {r[0]: (r[1], r[2]) for r in conn.execute(query)}
     finally:
