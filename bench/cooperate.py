@@ -39,9 +39,9 @@ llm = nf.ActorEnvironment(
 )
 
 @llm.task(cache=True, cache_version="1")
-async def answer(x: int, salt: str) -> str:
+async def answer(x: int) -> str:
     reply = await nf.current_actor().client.chat.completions.create(
-        model="base", messages=[{"role": "user", "content": f"item {x} {salt}. Say it."}], max_tokens=4
+        model="base", messages=[{"role": "user", "content": f"item {x}. Say it."}], max_tokens=4
     )
     return reply.choices[0].message.content or ""
 
@@ -50,8 +50,8 @@ def numbers(n: int) -> list[int]:
     return list(range(n))
 
 @nf.workflow
-def big(n: int = 2000, salt: str = "") -> list[str]:
-    return nf.map_task(answer, concurrency=CONCURRENCY)(x=numbers(n=n), salt=salt)
+def big(n: int = 2000) -> list[str]:
+    return nf.map_task(answer, concurrency=CONCURRENCY)(x=numbers(n=n))
 """
 
 
@@ -79,12 +79,10 @@ def databases(stores: list[str], folder: Path) -> Iterator[dict[str, Callable[[]
             server.stop()
 
 
-def cooperate(
-    url: str, pipeline: Path, base_url: str, n: int, procs: int, workers: int, salt: str
-) -> dict[str, float]:
+def cooperate(url: str, pipeline: Path, base_url: str, n: int, procs: int, workers: int) -> dict[str, float]:
     Store.open(url).close()
     env = {**os.environ, "NIMFLOW_DB_URL": url}
-    cmd = [sys.executable, "-m", "nimflow", "run", str(pipeline), "--n", str(n), "--salt", salt]
+    cmd = [sys.executable, "-m", "nimflow", "run", str(pipeline), "--n", str(n)]
     cmd += ["--server", f"llm=endpoint:{base_url}", "--workers", str(workers)]
     running = [
         subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -156,8 +154,9 @@ def main() -> None:
                 for store, new_url in factories.items():
                     base: float | None = None
                     for procs, workers in ((1, 1), (2, 1), (3, 1), (1, 2)):
-                        salt = f"{store}-{procs}-{workers}-{time.time_ns()}"  # a cold cache each time
-                        r = cooperate(new_url(), pipeline, fake.base_url, args.n, procs, workers, salt)
+                        r = cooperate(
+                            new_url(), pipeline, fake.base_url, args.n, procs, workers
+                        )  # a fresh database: a cold cache
                         base = base or r["total"]
                         setup = (
                             f"{procs} process{'es' if procs > 1 else ''}"

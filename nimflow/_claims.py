@@ -75,6 +75,12 @@ def release(engine: Engine, keys: Iterable[str], owner: str) -> None:
             conn.execute(delete(_table).where(_table.c.owner == owner, _table.c.key.in_(chunk)))
 
 
+def release_all(engine: Engine, owner: str) -> None:
+    """Drop every lease of `owner`: one statement, however many keys it holds."""
+    with engine.begin() as conn:
+        conn.execute(delete(_table).where(_table.c.owner == owner))
+
+
 def claimed_by_others(engine: Engine, keys: Sequence[str], owner: str) -> set[str]:
     """The keys among `keys` under a live lease of another owner (to wait for, not compute)."""
     found: set[str] = set()

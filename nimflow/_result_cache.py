@@ -96,8 +96,8 @@ class ResultCache:
         if not self._held:
             return
         self._store.flush()  # the results first: a key must never be free and absent from the cache
-        held, self._held = self._held, set()
-        self._store.release(held, self.owner)
+        self._held = set()
+        self._store.release_all(self.owner)  # every key held is released: one statement
 
     async def keys(self, node: Node[TaskSpec[..., Any]], calls: Sequence[dict[str, Any]]) -> list[str] | None:
         """The cache key of each call of the node; None when its task is not cached."""

@@ -159,6 +159,10 @@ class Store:
         """Give up `owner`'s leases on `keys`."""
         self.guarded(lambda: _claims.release(self.engine, keys, owner))
 
+    def release_all(self, owner: str) -> None:
+        """Give up every lease `owner` holds."""
+        self.guarded(lambda: _claims.release_all(self.engine, owner))
+
     def claimed_by_others(self, keys: Sequence[str], owner: str) -> set[str]:
         """The keys among `keys` that another owner holds under a live lease."""
         return self.guarded(lambda: _claims.claimed_by_others(self.engine, keys, owner))
