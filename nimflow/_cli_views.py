@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,16 @@ from rich.tree import Tree
 from nimflow._history import CacheSummary, RunInfo, TaskRunInfo, error_message
 from nimflow._status import Status
 
-__all__ = ["cache_table", "human_outputs", "plural", "run_tree", "runs_table", "status_markup"]
+__all__ = [
+    "cache_table",
+    "human_outputs",
+    "plural",
+    "processes",
+    "run_tree",
+    "runs_table",
+    "shared",
+    "status_markup",
+]
 
 _STYLE = {
     Status.SUCCEEDED: "green",
@@ -37,7 +47,7 @@ def duration(seconds: float | None) -> str:
 
 
 def runs_table(runs: Sequence[RunInfo]) -> Table:
-    table = Table("run", "workflow", "status", "started", "duration", "error")
+    table = Table("run", "workflow", "status", "started", "duration", "process", "shared", "error")
     for run in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.started_at))
         first_line = (run.error or "").strip().splitlines()[:1]
@@ -47,9 +57,23 @@ def runs_table(runs: Sequence[RunInfo]) -> Table:
             status_markup(run.status, run.status_text),
             started,
             duration(run.seconds),
+            escape(f"{run.host or '?'}:{run.pid if run.pid is not None else '?'}"),
+            shared(run.waited, run.taken_over),
             escape(first_line[0][:80] if first_line and run.status != Status.CANCELLED else ""),
         )
     return table
+
+
+def shared(waited: int, taken_over: int) -> str:
+    """What a run shared with runs on the same database: items it waited for and took over."""
+    parts = [f"{waited} waited for" if waited else "", f"{taken_over} taken over" if taken_over else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def processes(rows: Sequence[TaskRunInfo]) -> str:
+    """Which processes computed these items (cache hits are not computed), busiest first."""
+    counts = Counter(t.process for t in rows if not t.cache_hit)
+    return ", ".join(f"{process} ({n})" for process, n in counts.most_common())
 
 
 def run_tree(
@@ -58,6 +82,9 @@ def run_tree(
     """The run as a tree: one branch per node, with its failed items and their whole messages."""
     head = f"[bold]run {run.id}[/] {escape(run.workflow)} {status_markup(run.status, run.status_text)} "
     head += duration(run.seconds)
+    head += f"  on {escape(run.host or '?')}:{run.pid if run.pid is not None else '?'}"
+    if run.waited or run.taken_over:
+        head += f"  ({shared(run.waited, run.taken_over)})"
     if run.inputs:
         head += f"  inputs {escape(str(run.inputs))}"
     tree = Tree(head)
@@ -85,9 +112,14 @@ def run_tree(
             label += f", attempts {sum(t.attempts for t in items)}"
             label += f", {tokens} tokens" if tokens else ""
             label += f", {retries} retries" if retries else ""
+            label += f", {shared(node.waited, node.taken_over)}" if node.waited or node.taken_over else ""
+            ran_by = processes(items)
+            label += f"  [dim]computed by {escape(ran_by)}[/]" if ran_by else ""
         else:
             label += "  cached" if node.cache_hit else f"  attempts {node.attempts}"
             label += f", {node.tokens} tokens" if node.tokens else ""
+            label += f", {shared(node.waited, node.taken_over)}" if node.waited or node.taken_over else ""
+            label += "" if node.cache_hit else f"  [dim]computed by {escape(node.process)}[/]"
         branch = tree.add(label)
         if node.error:
             _add_error(branch, "", node.error, tracebacks)

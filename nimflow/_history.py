@@ -55,6 +55,9 @@ class RunInfo:
     outputs: str | None = None  # JSON
     pid: int | None = None
     served_by: dict[str, str] = field(default_factory=dict)
+    host: str | None = None
+    waited: int = 0  # items other runs computed while this one waited for them
+    taken_over: int = 0  # items this run took over from runs that let them go (they died)
 
     @property
     def seconds(self) -> float:
@@ -88,6 +91,15 @@ class TaskRunInfo:
     started_at: float | None
     ended_at: float | None
     error: str | None  # the whole stored text: a traceback for user code
+    host: str | None = None  # who ran (or recorded) it
+    pid: int | None = None
+    waited: int = 0  # on a node: its items other runs computed while this one waited
+    taken_over: int = 0  # on a node: its items taken over from runs that died
+
+    @property
+    def process(self) -> str:
+        """host:pid, as `runs` and `show` print it."""
+        return f"{self.host or '?'}:{self.pid if self.pid is not None else '?'}"
 
     @property
     def seconds(self) -> float | None:
@@ -133,7 +145,20 @@ def list_runs(store: Store, limit: int = 20) -> list[RunInfo]:
     """The newest runs first."""
     with store.session() as session:
         rows = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)).all()
-    return [_info(store, row) for row in rows]
+        counts = _claim_counts(session, [row.id for row in rows])
+    return [_info(store, row, counts.get(row.id, (0, 0))) for row in rows]
+
+
+def _claim_counts(session: Any, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """run id -> (waited, taken over), summed over its node rows, for these runs in one query."""
+    if not run_ids:
+        return {}
+    query = (
+        sa_select(col(TaskRun.run_id), func.sum(TaskRun.waited), func.sum(TaskRun.taken_over))
+        .where(col(TaskRun.run_id).in_(run_ids), col(TaskRun.item).is_(None))
+        .group_by(col(TaskRun.run_id))
+    )
+    return {run_id: (int(w or 0), int(t or 0)) for run_id, w, t in session.execute(query)}
 
 
 def task_runs(store: Store, run: RunInfo) -> list[TaskRunInfo]:
@@ -154,13 +179,20 @@ def task_runs(store: Store, run: RunInfo) -> list[TaskRunInfo]:
             started_at=t.started_at,
             ended_at=run.ended_at if dead and t.ended_at is None else t.ended_at,
             error=t.error,
+            host=t.host,
+            pid=t.pid,
+            waited=t.waited,
+            taken_over=t.taken_over,
         )
         for t in rows
     ]
 
 
-def _info(store: Store, row: Run) -> RunInfo:
+def _info(store: Store, row: Run, counts: tuple[int, int] | None = None) -> RunInfo:
     status, ended = row.status, row.ended_at
+    if counts is None:
+        with store.session() as session:
+            counts = _claim_counts(session, [row.id]).get(row.id, (0, 0))
     if _is_interrupted(row):
         status, ended = Status.INTERRUPTED, _last_sign_of_life(store, row)
     return RunInfo(
@@ -175,6 +207,9 @@ def _info(store: Store, row: Run) -> RunInfo:
         outputs=row.outputs,
         pid=row.pid,
         served_by=json.loads(row.served_by) if row.served_by else {},
+        host=row.host,
+        waited=counts[0],
+        taken_over=counts[1],
     )
 
 

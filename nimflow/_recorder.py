@@ -32,6 +32,8 @@ class NodeState:
     started_at: float | None = None
     ended_at: float | None = None
     tokens: int = 0
+    waited: int = 0  # items another run computed while this one waited for them
+    taken_over: int = 0  # items another run had claimed and let go (it died), computed here
 
 
 @dataclass
@@ -51,9 +53,12 @@ class Recorder:
     """Owns the run's task-run rows; every row is built by `_row`, and written by the store's
     writer thread (so recording never blocks on the database)."""
 
-    def __init__(self, run_id: str, store: Store, nodes: list[Node[Any]]) -> None:
+    def __init__(self, run_id: str, store: Store, nodes: list[Node[Any]], *, worker: bool = False) -> None:
         self.run_id = run_id
         self._writer = store.writer
+        # A worker process of a run (--workers) writes only the rows of the items it computed: the
+        # run's own process writes the node rows, and the rows of the items it computed itself.
+        self._worker = worker
         self.states = {node.id: NodeState(label=node.label, is_map=node.is_map) for node in nodes}
         self.failures: list[ItemFailure] = []
 
@@ -62,7 +67,8 @@ class Recorder:
     def node_started(self, node: Node[Any]) -> None:
         state = self.states[node.id]
         state.status, state.started_at = Status.RUNNING, time.time()
-        self._writer.upsert(TaskRun, self._row(node, None, Status.RUNNING, started_at=state.started_at))
+        if not self._worker:
+            self._writer.upsert(TaskRun, self._row(node, None, Status.RUNNING, started_at=state.started_at))
 
     def node_skipped(self, node: Node[Any], blocked: list[str]) -> None:
         state = self.states[node.id]
@@ -70,9 +76,9 @@ class Recorder:
         now = time.time()
         labels = ", ".join(self.states[u].label for u in blocked)
         error = f"not run: upstream {labels} did not succeed"
-        self._writer.upsert(
-            TaskRun, self._row(node, None, Status.SKIPPED, started_at=now, ended_at=now, error=error)
-        )
+        if not self._worker:
+            row = self._row(node, None, Status.SKIPPED, started_at=now, ended_at=now, error=error)
+            self._writer.upsert(TaskRun, row)
 
     def node_failed(self, node: Node[Any], exc: BaseException) -> None:
         """A node that failed as a whole (a bad map input, an actor that could not start)."""
@@ -94,6 +100,8 @@ class Recorder:
             key=key,
             cache_hit=cache_hit,
             usage=outcome.usage,
+            waited=self.states[node.id].waited,
+            taken_over=self.states[node.id].taken_over,
         )
 
     def map_done(self, node: Node[Any], outcomes: list[Outcome]) -> None:
@@ -118,14 +126,24 @@ class Recorder:
             attempts=sum(o.attempts for o in outcomes),
             error=error,
             cache_hit=count > 0 and state.cached == count,
+            waited=state.waited,
+            taken_over=state.taken_over,
         )
 
     # -- items --------------------------------------------------------------------------------
 
     def item_done(
-        self, node: Node[Any], item: int | None, outcome: Outcome, key: str | None, cache_hit: bool
+        self,
+        node: Node[Any],
+        item: int | None,
+        outcome: Outcome,
+        key: str | None,
+        cache_hit: bool,
+        *,
+        recorded: bool = False,
     ) -> None:
-        """A finished call (a map item, or a single node's one call): counters, failure, item row."""
+        """A finished call (a map item, or a single node's one call): counters, failure, item row
+        (unless `recorded`: a worker of this run computed it and wrote its row)."""
         state = self.states[node.id]
         state.done += 1
         if cache_hit:
@@ -136,7 +154,7 @@ class Recorder:
         if outcome.error is not None:
             state.failed += 1
             self._fail(node, item, outcome.error)
-        if item is not None:
+        if item is not None and not recorded and not (self._worker and cache_hit):
             self._writer.insert(
                 TaskRun,
                 self._row(
@@ -173,7 +191,8 @@ class Recorder:
         state = self.states[node.id]
         state.status, state.ended_at = status, time.time()
         row = self._row(node, None, status, started_at=state.started_at, ended_at=state.ended_at, **columns)
-        self._writer.upsert(TaskRun, row)
+        if not self._worker:
+            self._writer.upsert(TaskRun, row)
 
     def _row(
         self,
@@ -188,6 +207,8 @@ class Recorder:
         key: str | None = None,
         cache_hit: bool = False,
         usage: UsageCounts | None = None,
+        waited: int = 0,
+        taken_over: int = 0,
     ) -> dict[str, Any]:
         """The one shape of a task-run row, for nodes and map items alike."""
         return {
@@ -207,4 +228,6 @@ class Recorder:
             "retries": usage.retries if usage is not None else 0,
             "prompt_tokens": usage.prompt_tokens if usage is not None else 0,
             "completion_tokens": usage.completion_tokens if usage is not None else 0,
+            "waited": waited,
+            "taken_over": taken_over,
         }

@@ -1,14 +1,22 @@
 """The cache component of a run: keys the calls of a node, looks them up, replays the hits,
-stores new results. It talks to the database only through the Store's cache methods
-(`Store.cached`, `Store.writer.upsert`), and to actors only through `ResourceSession.identity`."""
+stores new results. It talks to the database only through the Store's cache and claim methods
+(`Store.cached`, `Store.writer.upsert`, `Store.claim`/`renew`/`release`), and to actors only
+through `ResourceSession.identity`.
+
+Claims make cooperating processes on one database compute each key once: before computing, a run
+takes a lease on the keys of a chunk of items (one statement per chunk), renews its leases from the
+run's heartbeat, and gives them up once what it computed is committed. Keys leased by another live
+run are left for last, then waited for in the cache, or taken over once their lease expires."""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import anyio
 import anyio.to_thread
 
 from nimflow import _serialize
@@ -23,15 +31,73 @@ __all__ = ["ResultCache", "encoder"]
 
 log = logging.getLogger("nimflow")
 
+DEFAULT_LEASE_SECONDS = 30.0
+
+
+def lease_seconds() -> float:
+    """How long a claim lives without a renewal: how soon a dead claimer's items are taken over."""
+    return float(os.environ.get("NIMFLOW_CLAIM_LEASE_SECONDS") or DEFAULT_LEASE_SECONDS)
+
 
 class ResultCache:
-    def __init__(self, store: Store, run_id: str, *, read: bool, resources: ResourceSession | None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        read: bool,
+        resources: ResourceSession | None,
+        owner: str | None = None,
+    ) -> None:
         self._store = store
         self._writer = store.writer
         self._run_id = run_id
         self._read = read  # False for --no-cache: compute everything, store it anew
         self._resources = resources
         self._warned_source: set[str] = set()
+        self.owner = owner or run_id  # who holds this process's claims
+        self.lease = lease_seconds()
+        self._held: set[str] = set()  # keys this process has claimed and not yet released
+
+    # -- claims ---------------------------------------------------------------------------------
+
+    @property
+    def claims(self) -> bool:
+        """Whether this run claims keys: not with --no-cache, which recomputes everything anyway."""
+        return self._read
+
+    def take(self, keys: Sequence[str]) -> set[str]:
+        """Claim `keys` (blocking: called per chunk of items); the keys this process should compute:
+        those it now holds that are still not in the cache (another run may have stored them
+        between our lookup and our claim)."""
+        taken = self._store.claim(keys, self.owner, self.lease)
+        self._held |= taken
+        if taken:
+            taken -= set(self._store.cached(list(taken)))
+        return taken
+
+    def renew(self) -> None:
+        """Push back the expiry of this process's leases (from the run's heartbeat)."""
+        if self._held:
+            self._store.renew(self.owner, self.lease)
+
+    async def keep_claims(self) -> None:
+        """Renew this process's leases three times per lease, so one late beat loses nothing (a
+        task in the run's task group, for the run's duration)."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            try:
+                await anyio.to_thread.run_sync(self.renew)
+            except Exception as exc:  # a database hiccup: the next beat tries again
+                log.warning("could not renew claims: %s", exc)
+
+    def release(self) -> None:
+        """Give up every lease held, once what was computed under them is committed (blocking)."""
+        if not self._held:
+            return
+        self._store.flush()  # the results first: a key must never be free and absent from the cache
+        self._held = set()
+        self._store.release_all(self.owner)  # every key held is released: one statement
 
     async def keys(self, node: Node[TaskSpec[..., Any]], calls: Sequence[dict[str, Any]]) -> list[str] | None:
         """The cache key of each call of the node; None when its task is not cached."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 import functools
 import gc
 import json
+import logging
 import os
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -35,6 +37,7 @@ from nimflow._recorder import ItemFailure, NodeState
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
+from nimflow._workers import Workers, shared_caps
 from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -47,6 +50,8 @@ __all__ = ["RunResult", "Workflow", "arun", "run", "validate_inputs", "workflow"
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+log = logging.getLogger("nimflow")
 
 HEARTBEAT_SECONDS = 2.0
 CTRL_C = "cancelled (Ctrl-C)"
@@ -121,6 +126,7 @@ def run(
     progress: ProgressFactory | None = None,
     console: Console | None = None,
     source_file: str | None = None,
+    workers: int = 1,
     **kw_inputs: Any,
 ) -> RunResult:
     """Run a workflow to the end and return its result; raise RunFailedError if it failed.
@@ -128,7 +134,8 @@ def run(
     Inputs are keyword arguments (`nf.run(wf, n=3)`) or, when an input shares a name with an
     option here (say `servers`), the `inputs` mapping. From the main thread, Ctrl-C and SIGTERM
     (`nimflow kill`) cancel the run: it is recorded as cancelled, then KeyboardInterrupt or
-    RunCancelledError is raised.
+    RunCancelledError is raised. `workers=N` computes the cached maps' items in N processes
+    (this one and N-1 workers, see nimflow._workers).
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
@@ -146,6 +153,7 @@ def run(
                     console=console,
                     source_file=source_file,
                     handle_signals=main,
+                    workers=workers,
                 )
             )
     finally:
@@ -164,6 +172,7 @@ async def arun(
     progress: ProgressFactory | None = None,
     console: Console | None = None,
     source_file: str | None = None,
+    workers: int = 1,
     **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop (whose signals are theirs)."""
@@ -177,6 +186,7 @@ async def arun(
         console=console,
         source_file=source_file,
         handle_signals=False,
+        workers=workers,
     )
 
 
@@ -199,7 +209,10 @@ async def _execute(
     console: Console | None,
     source_file: str | None,
     handle_signals: bool,
+    workers: int = 1,
 ) -> RunResult:
+    if workers < 1:
+        raise UserInputError(f"workers must be 1 or more, not {workers}.")
     own_store = store is None
     store = store or Store.open()
     try:
@@ -221,6 +234,7 @@ async def _execute(
         file=source_file,
         inputs=_serialize.canonical(_inputs_json(wf, values)),
         pid=os.getpid(),
+        host=socket.gethostname(),
         started_at=started,
         heartbeat_at=started,
     )
@@ -232,8 +246,15 @@ async def _execute(
         run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
     )
     stop = _Stop()
+    pool: Workers | None = None
     try:
         async with AsyncExitStack() as stack:
+            stack.enter_context(shared_caps(envs.values(), workers))
+            if workers > 1:
+                pool = Workers.start(
+                    workers, wf, source_file, run_id, _inputs_json(wf, values), use_cache, servers, store.url
+                )
+                stack.callback(pool.stop)  # on a failure or cancel; a no-op once they ended
             if actors is not None:
                 await stack.enter_async_context(actors)
             if progress is not None:
@@ -242,9 +263,13 @@ async def _execute(
             try:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_heartbeat, store, row)
+                    tg.start_soon(scheduler.cache.keep_claims)
                     if handle_signals:
                         await tg.start(_watch_signals, tg.cancel_scope, stop)
                     result.outputs = await scheduler.execute()
+                    if pool is not None:
+                        for error in await anyio.to_thread.run_sync(pool.wait, abandon_on_cancel=True):
+                            log.warning("%s", error)
                     tg.cancel_scope.cancel()  # the heartbeat and the signal watch end with the run
             finally:  # what served each actor is known once the run has acquired it
                 if actors is not None:

@@ -9,9 +9,11 @@ recorder writes task-run rows, and `attempt()` makes the tries.
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -24,7 +26,7 @@ from nimflow._recorder import ItemFailure, NodeState, Recorder
 from nimflow._resources import ResourceSession, TaskResources
 from nimflow._result_cache import ResultCache, encoder
 from nimflow._status import Status
-from nimflow._store import Store
+from nimflow._store import Cached, Store
 from nimflow._task import TaskSpec
 
 __all__ = ["Scheduler"]
@@ -34,6 +36,11 @@ DEFAULT_THREADS = 16
 # A worker thread runs the first tries of sync map items back to back for up to this long before
 # handing back to the event loop: fast sync tasks then cost one thread hop per slice, not per item.
 SYNC_SLICE_SECONDS = 0.02
+
+# Waiting for items another run holds: poll the cache from the first to the second, doubling.
+POLL_SECONDS = (0.05, 1.0)
+
+log = logging.getLogger("nimflow")
 
 TaskNode = Node[TaskSpec[..., Any]]
 _FREED: dict[str, Any] = {}  # what a finished call's inputs are replaced with (never written to)
@@ -48,7 +55,10 @@ class Scheduler:
         inputs: dict[str, Any],
         read_cache: bool = True,
         resources: ResourceSession | None = None,
+        owner: str | None = None,
     ) -> None:
+        """`owner` is set in a worker process of the run (--workers): it holds its own claims and
+        leaves the node rows to the run's process."""
         for node in graph:
             if node.task.actor is not None and resources is None:
                 raise UserInputError(
@@ -58,8 +68,9 @@ class Scheduler:
         self.graph = graph
         self.inputs = inputs
         self._resources = resources
-        self.recorder = Recorder(run_id, store, graph.nodes)
-        self.cache = ResultCache(store, run_id, read=read_cache, resources=resources)
+        self.run_id = run_id
+        self.recorder = Recorder(run_id, store, graph.nodes, worker=owner is not None)
+        self.cache = ResultCache(store, run_id, read=read_cache, resources=resources, owner=owner)
         self._values: dict[str, Any] = {}
         self._events = {node.id: anyio.Event() for node in graph}
         self._threads = anyio.CapacityLimiter(DEFAULT_THREADS)
@@ -143,8 +154,7 @@ class Scheduler:
     ) -> tuple[list[Outcome], list[str] | None, int]:
         """Runs the node's calls (one per map item), replaying cache hits; returns the outcomes in
         call order, the cache keys (None for an uncached task) and the number of hits."""
-        spec, recorder, cache = node.task, self.recorder, self.cache
-        item_of: Callable[[int], int | None] = (lambda i: i) if node.is_map else (lambda i: None)
+        spec, cache = node.task, self.cache
         outcomes: list[Outcome | None] = [None] * len(calls)
         keys = await cache.keys(node, calls)
         hits = await cache.lookup(keys) if keys else {}
@@ -153,48 +163,138 @@ class Scheduler:
             entry = hits.get(keys[position]) if keys else None
             if entry is None:
                 pending.append(position)
-                continue
-            now = time.time()
-            outcome = Outcome(ok=True, value=cache.replay(spec, entry), started_at=now, ended_at=now)
-            outcomes[position] = outcome
-            recorder.item_done(node, item_of(position), outcome, keys[position] if keys else None, True)
-            calls[position] = _FREED
+            else:
+                self._replay(node, calls, outcomes, keys, position, entry)
         hit_count = len(calls) - len(pending)
         if pending:
             # A server that cannot be had fails the node once, with its own clear message.
             resources = await self._acquire(spec)
-            encode = encoder(spec)
-            queue = _Queue(iter(pending))
-
-            def next_call() -> tuple[int, Call] | None:
-                position = queue.take()
-                if position is None:
-                    return None
-                return position, Call(spec, calls[position], resources, encode)
-
-            def finished(position: int, outcome: Outcome) -> None:
-                outcomes[position] = outcome
-                key = keys[position] if keys else None
-                if outcome.output_json is not None and key is not None:
-                    cache.save(spec, key, outcome.output_json)
-                recorder.item_done(node, item_of(position), outcome, key, False)
-                if node.is_map:
-                    # Only the value lives on until the map ends: a big map must not hold every
-                    # item's inputs, JSON copy and traceback (those are in the database now).
-                    calls[position] = _FREED
-                    outcome.output_json = outcome.usage = outcome.error = None
-
-            concurrency = node.concurrency or (
-                DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS
-            )
-            workers = min(concurrency, len(pending))
-            async with anyio.create_task_group() as tg:
-                for _ in range(workers):
-                    if spec.is_async or spec.timeout is not None:
-                        tg.start_soon(self._async_worker, next_call, finished)
-                    else:
-                        tg.start_soon(self._sync_worker, next_call, finished, queue.stop)
+            run = functools.partial(self._work, node, calls, outcomes, keys, resources)
+            if keys is None or not cache.claims:
+                await run(iter(pending), len(pending))
+            else:
+                try:
+                    await self._claimed(node, calls, outcomes, keys, pending, run)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await self._release()
         return [o if o is not None else Outcome() for o in outcomes], keys, hit_count
+
+    async def _claimed(
+        self,
+        node: TaskNode,
+        calls: list[dict[str, Any]],
+        outcomes: list[Outcome | None],
+        keys: list[str],
+        pending: list[int],
+        run: Callable[[Iterator[int], int], Awaitable[None]],
+    ) -> None:
+        """The pending calls of a cached task, under claims: first those no other run holds (claimed
+        chunk by chunk as the workers need them), then those others held: found in the cache once
+        stored there, or taken over once their claimer let them go (it died, or failed them)."""
+        state, cache = self.states[node.id], self.cache
+        chunk = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), 500)
+        deferred: list[int] = []
+
+        def unclaimed() -> Iterator[int]:  # runs under the queue's lock, in whichever thread takes
+            for start in range(0, len(pending), chunk):
+                positions = pending[start : start + chunk]
+                taken = cache.take([keys[p] for p in positions])
+                for position in positions:
+                    if keys[position] in taken:
+                        yield position
+                    else:
+                        deferred.append(position)
+
+        await run(unclaimed(), len(pending))
+        backoff = POLL_SECONDS[0]
+        while deferred:
+            waiting, deferred = deferred, []
+            found = await cache.lookup([keys[p] for p in waiting])
+            rest = [p for p in waiting if keys[p] not in found]
+            for position in waiting:
+                if keys[position] in found:
+                    state.waited += found[keys[position]].run_id != self.run_id  # not our own workers'
+                    self._replay(node, calls, outcomes, keys, position, found[keys[position]])
+            if not rest:
+                return
+            taken = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in rest])
+            mine = [p for p in rest if keys[p] in taken]
+            deferred = [p for p in rest if keys[p] not in taken]
+            if mine:
+                state.taken_over += len(mine)
+                await run(iter(mine), len(mine))
+                backoff = POLL_SECONDS[0]
+            elif deferred:
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, POLL_SECONDS[1])
+
+    async def _release(self) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.cache.release)
+        except Exception as exc:  # the leases expire on their own; the run's outcome stands
+            log.warning("could not release claims (%s); they expire in %.0f s", exc, self.cache.lease)
+
+    def _replay(
+        self,
+        node: TaskNode,
+        calls: list[dict[str, Any]],
+        outcomes: list[Outcome | None],
+        keys: list[str] | None,
+        position: int,
+        entry: Cached,
+    ) -> None:
+        now = time.time()
+        outcome = Outcome(ok=True, value=self.cache.replay(node.task, entry), started_at=now, ended_at=now)
+        outcomes[position] = outcome
+        item = position if node.is_map else None
+        key = keys[position] if keys else None
+        if entry.run_id == self.run_id:  # computed by a worker of this run, which wrote its row
+            self.recorder.item_done(node, item, outcome, key, False, recorded=True)
+        else:
+            self.recorder.item_done(node, item, outcome, key, True)
+        calls[position] = _FREED
+
+    async def _work(
+        self,
+        node: TaskNode,
+        calls: list[dict[str, Any]],
+        outcomes: list[Outcome | None],
+        keys: list[str] | None,
+        resources: TaskResources | None,
+        positions: Iterator[int],
+        count: int,
+    ) -> None:
+        """Runs the calls at `positions` (at most `count`) on the node's workers, and records each as it finishes."""
+        spec, recorder, cache = node.task, self.recorder, self.cache
+        encode = encoder(spec)
+        queue = _Queue(positions)
+
+        def next_call() -> tuple[int, Call] | None:
+            position = queue.take()
+            if position is None:
+                return None
+            return position, Call(spec, calls[position], resources, encode)
+
+        def finished(position: int, outcome: Outcome) -> None:
+            outcomes[position] = outcome
+            key = keys[position] if keys else None
+            if outcome.output_json is not None and key is not None:
+                cache.save(spec, key, outcome.output_json)
+            recorder.item_done(node, position if node.is_map else None, outcome, key, False)
+            if node.is_map:
+                # Only the value lives on until the map ends: a big map must not hold every
+                # item's inputs, JSON copy and traceback (those are in the database now).
+                calls[position] = _FREED
+                outcome.output_json = outcome.usage = outcome.error = None
+
+        concurrency = node.concurrency or (DEFAULT_ASYNC_CONCURRENCY if spec.is_async else DEFAULT_THREADS)
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(concurrency, count)):
+                if spec.is_async or spec.timeout is not None:
+                    tg.start_soon(self._async_worker, next_call, finished)
+                else:
+                    tg.start_soon(self._sync_worker, next_call, finished, queue.stop)
 
     async def _acquire(self, spec: TaskSpec[..., Any]) -> TaskResources | None:
         if spec.actor is None or self._resources is None:

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 
 from nimflow._tables import OWN_TABLES
 
-HEAD = "0004"  # the newest revision in nimflow/migrations/versions
+HEAD = "0005"  # the newest revision in nimflow/migrations/versions
 _MIGRATIONS = Path(__file__).with_name("migrations")
 _PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"nimflow schema").digest()[:8], "big", signed=True)
 

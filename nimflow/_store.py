@@ -116,11 +116,11 @@ class Store:
         with self.engine.connect() as conn:
             for start in range(0, len(unique), self._CHUNK):
                 chunk = unique[start : start + self._CHUNK]
-                query = sa_select(table.c.key, table.c.output, table.c.source_hash).where(
+                query = sa_select(table.c.key, table.c.output, table.c.source_hash, table.c.run_id).where(
                     table.c.key.in_(chunk)
                 )
-                for key, output, source_hash in conn.execute(query):
-                    found[key] = Cached(output, source_hash)
+                for key, output, source_hash, run_id in conn.execute(query):
+                    found[key] = Cached(output, source_hash, run_id)
         return found
 
     def upsert_many(self, model: type[SQLModel], rows: Iterable[dict[str, Any]], conn: Any) -> None:
@@ -158,6 +158,10 @@ class Store:
     def release(self, keys: Iterable[str], owner: str) -> None:
         """Give up `owner`'s leases on `keys`."""
         self.guarded(lambda: _claims.release(self.engine, keys, owner))
+
+    def release_all(self, owner: str) -> None:
+        """Give up every lease `owner` holds."""
+        self.guarded(lambda: _claims.release_all(self.engine, owner))
 
     def claimed_by_others(self, keys: Sequence[str], owner: str) -> set[str]:
         """The keys among `keys` that another owner holds under a live lease."""

@@ -1,5 +1,6 @@
 """nimflow's own tables. Their schema is owned by the migrations in nimflow/migrations (revision
-0001 is the schema of 0.1, 0002 adds hosts, heartbeats and claims, 0004 replica bounds and scale events); a change here needs a new
+0001 is the schema of 0.1, 0002 adds hosts, heartbeats and claims, 0003 replica GPUs, 0004 replica
+bounds and scale events, 0005 claim counts); a change here needs a new
 revision there."""
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ class TaskRun(SQLModel, table=True):
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # On a node row: items another run computed while this one waited, and items taken over from
+    # a run that let them go (it died), out of those it found claimed.
+    waited: int = 0
+    taken_over: int = 0
     # Who ran (or recorded) the item; filled on insert, so every writer of task runs gets it.
     # Constants, not callables: a callable default costs a Python call per row of every batch.
     host: str | None = Field(default=None, sa_column_kwargs={"default": socket.gethostname()})
@@ -66,6 +71,7 @@ class CacheEntry(SQLModel, table=True):
 class Cached(NamedTuple):
     output: str  # JSON
     source_hash: str
+    run_id: str | None = None  # the run that computed it
 
 
 class ActorReplica(SQLModel, table=True):

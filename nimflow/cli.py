@@ -221,6 +221,10 @@ def run(
         float | None,
         typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option("--workers", metavar="N", min=1, help="Compute cached maps' items in N processes."),
+    ] = 1,
     show_help: Annotated[
         bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")
     ] = False,
@@ -258,7 +262,9 @@ def run(
 
         place(wf, placement)
     _setup_logging()
-    once = functools.partial(_run_once, wf, inputs, use_cache=not no_cache, servers=servers, file=str(file))
+    once = functools.partial(
+        _run_once, wf, inputs, use_cache=not no_cache, servers=servers, file=str(file), workers=workers
+    )
     if every is None:
         return once()
     return run_every(
@@ -273,6 +279,7 @@ def _run_once(
     use_cache: bool,
     servers: dict[str, ActorOverride],
     file: str,
+    workers: int = 1,
 ) -> int:
     """One run, its progress and its summary; the exit code (0, 1 failed, 130 Ctrl-C)."""
     from nimflow._every import CANCELLED
@@ -294,6 +301,7 @@ def _run_once(
             progress=progress,
             console=console,
             source_file=file,
+            workers=workers,
         )
     except UserInputError as exc:
         if started:

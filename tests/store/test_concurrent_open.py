@@ -9,6 +9,8 @@ import textwrap
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
+from nimflow._schema import HEAD
+
 # Opens the store (which creates or migrates the schema) and reads the runs, as `nimflow runs` does,
 # after waiting for the start signal so the eight processes open the database together.
 OPENER = textwrap.dedent(
@@ -67,7 +69,7 @@ def test_eight_processes_open_a_fresh_database_at_once(store_url: str) -> None:
         assert {"run", "taskrun", "cacheentry", "actorreplica", "claim"} <= set(
             inspect(conn).get_table_names()
         )
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == ["0004"]
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [HEAD]
     engine.dispose()
 
 

@@ -8,6 +8,7 @@ import socket
 
 from sqlalchemy import create_engine, inspect, text
 
+from nimflow._schema import HEAD
 from nimflow._store import ActorReplica, CacheEntry, Claim, Run, Store, TaskRun
 
 # The schema of 0.1 as its create_all made it on SQLite and PostgreSQL (plain DDL, no nimflow code).
@@ -70,7 +71,7 @@ def test_a_0_1_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
     store.close()
     engine = create_engine(store_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
     engine.dispose()
     # The migrated schema is the declared one, which a fresh database gets through create_all.
     for model in (Run, TaskRun, CacheEntry, ActorReplica, Claim):
