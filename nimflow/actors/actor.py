@@ -14,9 +14,11 @@ from nimflow.actors import records
 from nimflow.actors.environment import ActorEnvironment
 from nimflow.actors.launchers.base import Launcher, ReplicaInfo
 from nimflow.actors.overrides import ActorOverride, replica_bounds_of
+from nimflow.actors.placement import assign_gpus
 from nimflow.actors.servers import ServerSpec
 
 if TYPE_CHECKING:
+    from nimflow._store import Store
     from nimflow.actors.scaler import Scaler
     from nimflow.llm.context import ActorContext
 
@@ -66,6 +68,13 @@ class ActorState:
                 self.override.replicas, f"--replicas {self.env.name}={self.override.replicas}"
             )
         return self.env.min_replicas, self.env.max_replicas
+
+    def gpus_for(self, store: Store, missing: list[int]) -> dict[int, tuple[str, ...]]:
+        """GPU ids of this host for the replicas about to start (blocking: reads the database).
+        None on Ray, which gives each replica its GPUs on the node it picks."""
+        if self.launcher.kind == "ray":
+            return {}
+        return assign_gpus(store, self.env.name, self.spec, missing, self.replicas)
 
     @property
     def scales(self) -> bool:

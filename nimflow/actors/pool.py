@@ -33,7 +33,6 @@ from nimflow.actors.launchers import launcher_for
 from nimflow.actors.launchers.base import ReplicaInfo, free_port
 from nimflow.actors.locks import start_lock
 from nimflow.actors.overrides import ActorOverride, as_overrides, resolve_server
-from nimflow.actors.placement import assign_gpus
 from nimflow.actors.ready import check_models, wait_ready
 from nimflow.actors.servers import OpenAIEndpoint, ServerSpec
 from nimflow.secrets import get_secret
@@ -275,14 +274,7 @@ class ActorSession:
         # At least one: acquisition means a request needs the actor, also for min=0.
         wanted = max(low, 1) - len(actor.replicas)
         missing = [i for i in range(high) if i not in actor.replicas][: max(wanted, 0)]
-        # Ray gives each replica its GPUs on the node it picks; this host's inventory is for local ones.
-        gpus = (
-            {}
-            if actor.launcher.kind == "ray"
-            else await anyio.to_thread.run_sync(
-                lambda: assign_gpus(self.store, env.name, spec, missing, actor.replicas)
-            )
-        )
+        gpus = await anyio.to_thread.run_sync(actor.gpus_for, self.store, missing)
         errors: list[BaseException] = []
 
         async def start(index: int) -> None:

@@ -27,7 +27,6 @@ from nimflow.actors import records
 from nimflow.actors.display import ProgressDisplay
 from nimflow.actors.environment import DEFAULT_MAX_IN_FLIGHT
 from nimflow.actors.locks import start_lock
-from nimflow.actors.placement import assign_gpus
 from nimflow.actors.ready import check_models, wait_ready
 
 if TYPE_CHECKING:
@@ -188,11 +187,9 @@ class Scaler:
             taken = {r.replica for r in rows} | {i.replica for i in found if i.running} | set(actor.replicas)
             free = [i for i in range(high) if i not in taken][: max(0, min(number, high - len(taken)))]
             gpus: dict[int, tuple[str, ...]] = {}
-            while free and actor.launcher.kind != "ray":  # Ray places GPUs on its nodes
+            while free:
                 try:
-                    gpus = await anyio.to_thread.run_sync(
-                        assign_gpus, session.store, env.name, spec, free, actor.replicas
-                    )
+                    gpus = await anyio.to_thread.run_sync(actor.gpus_for, session.store, free)
                     break
                 except GPUUnavailableError:
                     free = free[:-1]  # as many as the free GPUs allow
