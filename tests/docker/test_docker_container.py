@@ -3,34 +3,18 @@ NIM and vLLM; tested with a tiny stdlib server image that is not nimflow's fake 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import anyio
 import pytest
+from docker_support import containers, in_session
 
 import nimflow as nf
 from nimflow._exceptions import ActorConfigError, ServerExitedError
-from nimflow._store import Store
 from nimflow.actors.pool import ActorSession
 
 T = TypeVar("T")
 
 
-def in_session(fn: Callable[[ActorSession], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = Store.open()
-        try:
-            async with ActorSession(store) as session:
-                return await fn(session)
-        finally:
-            store.close()
-
-    return anyio.run(main)
-
-
-def containers(client: Any, actor: str) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": [f"nimflow.actor={actor}"]}))
 
 
 def tiny(image: str, **kwargs: Any) -> nf.Container:

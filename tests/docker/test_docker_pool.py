@@ -8,12 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 import pytest
+from docker_support import containers, in_session
 
 from nimflow._exceptions import (
     GPUUnavailableError,
@@ -39,20 +39,6 @@ def nim(image: str, **kwargs: Any) -> NIM:
     return NIM(image=image, **options)
 
 
-def in_session(fn: Callable[[ActorSession], Awaitable[T]]) -> T:
-    async def main() -> T:
-        store = Store.open()
-        try:
-            async with ActorSession(store) as session:
-                return await fn(session)
-        finally:
-            store.close()
-
-    return anyio.run(main)
-
-
-def containers(client: Any, actor: str) -> list[Any]:
-    return list(client.containers.list(all=True, filters={"label": [f"nimflow.actor={actor}"]}))
 
 
 def rows() -> list[ActorReplica]:
