@@ -4,9 +4,7 @@ the raw clients carry the same explained message as chat_many's. Real HTTP to 12
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,63 +39,6 @@ def malformed_fake() -> Iterator[FakeServer]:
     server = FakeServer(model=MODEL, faults="malformed:1.0").start()
     yield server
     server.stop()
-
-
-class HTMLServer:
-    """Answers every request 200 with an HTML page (a proxy's error page), over raw asyncio."""
-
-    PAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.port = 0
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", 0))
-        self.port = server.sockets[0].getsockname()[1]
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        self._loop.run_until_complete(server.wait_closed())
-        self._loop.close()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":", 1)[1])
-                await reader.readexactly(length)
-                self.requests += 1
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
-                    + f"Content-Length: {len(self.PAGE)}\r\n\r\n".encode()
-                    + self.PAGE
-                )
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def __enter__(self) -> HTMLServer:
-        self._thread.start()
-        assert self._ready.wait(5)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
 
 
 def _completions(server: FakeServer) -> int:
@@ -141,7 +82,7 @@ async def test_malformed_json_every_path_gives_one_bounded_clear_error(malformed
 
 @pytest.mark.anyio
 async def test_an_html_page_with_200_is_a_malformed_response_not_a_string() -> None:
-    with HTMLServer() as html:
+    with FakeServer(model=MODEL, faults="html:1.0") as html:
         ctx = _ctx([html.base_url])
         with anyio.fail_after(30):
             results = await chat_many(["hi"], ids=["h1"], ctx=ctx)
@@ -152,7 +93,7 @@ async def test_an_html_page_with_200_is_a_malformed_response_not_a_string() -> N
                 await extract("Ada.", Entities, item_id="h2", ctx=ctx)
             with pytest.raises(MalformedResponseError):
                 await ctx.client.chat.completions.create(model=MODEL, messages=MESSAGES)
-        assert html.requests == 3 * FAST.malformed_attempts
+        assert _completions(html) == 3 * FAST.malformed_attempts
         await close_actor_context(ctx)
 
 
