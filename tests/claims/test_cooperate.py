@@ -8,13 +8,12 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nimflow._store import Store
-from nimflow.testing import FakeServerProcess, spawn
+from nimflow.testing import FakeServerProcess
 
 from .support import (
     CONCURRENCY,
@@ -32,13 +31,6 @@ from .support import (
 N = 2000
 # What the server answered in the last WINDOW seconds before a kill may not be committed yet.
 WINDOW = 0.5
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeServerProcess]:
-    server = spawn(model="base", latency_ms=5, log_limit=20_000)
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow

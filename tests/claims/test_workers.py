@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from nimflow.testing import FakeServerProcess, spawn
+from nimflow.testing import FakeServerProcess
 
 from .support import answered, command, expected, map_rows, nimflow, runs, start, write_pipeline
 
 N = 1000
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeServerProcess]:
-    server = spawn(model="base", latency_ms=5, log_limit=20_000)
-    yield server
-    server.stop()
 
 
 @pytest.mark.slow
