@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ray_support import MARKER, marked_pids
 
 # Read by Ray when it is imported, so set before: no usage statistics sent to an outside host, and
 # ray.init keeps 127.0.0.1 instead of rewriting it to the interface address (where nothing listens).
@@ -27,8 +28,6 @@ try:
     import ray
 except ImportError:  # the fixture skips; the Kubernetes tests here need no Ray
     ray = None
-
-MARKER = "NIMFLOW_RAY_TEST_CLUSTER"
 
 
 @dataclass
@@ -41,20 +40,6 @@ class LocalCluster:
 
     def worker_by_node_id(self, node_id: str) -> Any | None:
         return next((w for w in self.workers if w.node_id == node_id), None)
-
-
-def marked_pids(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if f"{MARKER}={marker}".encode() in environ.split(b"\0"):
-            pids.append(int(entry.name))
-    return pids
 
 
 @pytest.fixture(scope="session")

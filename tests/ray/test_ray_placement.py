@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
+from ray_support import named_actors, node_of, replicas, wait_until
 from sqlmodel import select
 
-from nimflow._store import ActorReplica, Store, TaskRun
+from nimflow._store import Store, TaskRun
 from nimflow.actors.launchers.ray import NAMESPACE, describe_handle
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
@@ -26,18 +27,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
 PIPELINE = Path(__file__).with_name("ray_pipeline.py")
 ITEMS = [f"Item {i} asks for its answer." for i in range(12)]
-
-
-def named_actors() -> set[str]:
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE}
-
-
-def wait_until(check: Any, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {seconds:g}s waiting for {what}")
-        time.sleep(0.25)
 
 
 def run_pipeline(items: list[str], timeout: float = 150, **env: str) -> dict[str, Any]:
@@ -57,19 +46,6 @@ def nimflow_cli(*args: str, **env: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
-
-
-def replicas() -> list[ActorReplica]:
-    store = Store.open()
-    try:
-        with store.session() as session:
-            return sorted(session.exec(select(ActorReplica)), key=lambda r: r.replica)
-    finally:
-        store.close()
-
-
-def node_of(row: ActorReplica) -> str:
-    return row.handle.split("|")[2]
 
 
 def assert_answered(items: list[str], outputs: list[str]) -> None:
