@@ -90,6 +90,9 @@ def actors_plan(
     request_timeout: Annotated[
         list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request.")
     ] = None,
+    placement: Annotated[
+        list[str] | None, typer.Option("--placement", metavar="ACTOR=ray[:ADDRESS]", help="Place an actor on Ray, as in run.")
+    ] = None,
 ) -> None:
     """What `nimflow run FILE` would start for each actor, without starting anything (no secret is read)."""
     from nimflow._loader import pick_workflow
@@ -109,6 +112,10 @@ def actors_plan(
             request_timeout=request_timeout or [],
         )
         wf = pick_workflow(file, workflow)
+        if placement:
+            from nimflow.actors.launchers.ray import place
+
+            place(wf, placement)
         envs = {n.task.actor.name: n.task.actor for n in wf.build() if n.task.actor is not None}
         check_overrides(flags, envs.values())
         store = Store.open()
@@ -126,14 +133,15 @@ def actors_plan(
     for plan in plans:
         _console.print(f"[bold]{plan['actor']}[/]: {plan['server']}", highlight=False)
         for key, value in plan.items():
-            if key in ("actor", "server", "notes", "containers"):
+            if key in ("actor", "server", "notes", "containers", "ray_replicas"):
                 continue
             _console.print(f"  {key}: {value}", highlight=False, markup=False)
-        for container in plan.get("containers", []):
-            _console.print(f"  container {container['name']}:", highlight=False)
-            for key, value in container.items():
-                if key != "name":
-                    _console.print(f"    {key}: {value}", highlight=False, markup=False)
+        for what, listed in (("container", "containers"), ("ray replica", "ray_replicas")):
+            for item in plan.get(listed, []):
+                _console.print(f"  {what} {item['name']}:", highlight=False, markup=False)
+                for key, value in item.items():
+                    if key != "name":
+                        _console.print(f"    {key}: {value}", highlight=False, markup=False)
         for note in plan["notes"]:
             _console.print(f"  note: {note}", highlight=False, markup=False)
 

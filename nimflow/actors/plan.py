@@ -1,7 +1,9 @@
 """`nimflow actors plan`: what `nimflow run` would start for each actor, without starting it.
 
 Secrets are never read: environment variables are listed by name only. GPU ids are placed as
-a run would place them now (NIMFLOW_GPUS or NVML, minus the GPUs warm replicas hold).
+a run would place them now (NIMFLOW_GPUS or NVML, minus the GPUs warm replicas hold). An actor
+placed on Ray gets no local GPUs: the plan says what each replica asks of the cluster instead,
+without connecting to it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from nimflow._redact import redact
 from nimflow._store import Store
 from nimflow.actors.containers import plan_container, run_kwargs
 from nimflow.actors.environment import ActorEnvironment
+from nimflow.actors.launchers.ray import NAMESPACE, Ray, replica_options, runs_on_ray
 from nimflow.actors.overrides import ActorOverride, resolve_server
 from nimflow.actors.placement import assign_gpus
 from nimflow.actors.servers import NIM, VLLM, Container, FakeOpenAI, LocalProcess, OpenAIEndpoint, ServerSpec
@@ -63,13 +66,19 @@ def _plan(env: ActorEnvironment, spec: ServerSpec, store: Store) -> dict[str, An
         "health_endpoint": spec.health_endpoint,
         "notes": [],
     }
+    if env.scales:  # "replicas" is the max: what the plan makes room for
+        base.update(min_replicas=env.min_replicas, scaledown_seconds=env.scaledown_seconds)
     if isinstance(spec, OpenAIEndpoint):
         base.update(kind="endpoint", url=redact(spec.base_url), api_key_secret=spec.api_key_name)
         base["notes"].append("an endpoint that already runs: nothing is started")
         return base
     if isinstance(spec, FakeOpenAI):
         base.update(kind="fake", command="nimflow fake server (a subprocess, answers are not from a model)")
+        if env.placement is not None:
+            base["notes"].append("a fake server runs on this machine even with a Ray placement")
         return base
+    if env.placement is not None:
+        return _plan_ray(env, spec, env.placement, base)
     if isinstance(spec, LocalProcess):
         base.update(
             kind="process",
@@ -117,6 +126,53 @@ def _plan(env: ActorEnvironment, spec: ServerSpec, store: Store) -> dict[str, An
     base["containers"] = replicas
     if isinstance(spec, NIM) and host_network:
         base["notes"].append(HOST_NETWORK_NIM)
+    return base
+
+
+def _plan_ray(
+    env: ActorEnvironment, spec: ServerSpec, placement: Ray, base: dict[str, Any]
+) -> dict[str, Any]:
+    """The replicas go to the Ray cluster: what each asks of it, and what runs on the node."""
+    base.update(
+        kind="ray",
+        ray_address=redact(placement.resolved_address()),
+        ray_address_from=placement.address_source(),
+        ray_namespace=NAMESPACE,
+    )
+    if not runs_on_ray(spec):
+        base["notes"].append(
+            f"a Ray placement runs NIM, VLLM and LocalProcess servers, not {spec.describe()}"
+        )
+        return base
+    try:
+        options = replica_options(spec)
+    except NimflowError as exc:
+        options = {}
+        base["notes"].append(f"Ray placement would fail: {exc}")
+    # On the node Ray picks: a subprocess, or a container through that node's Docker engine.
+    if isinstance(spec, LocalProcess):
+        base.update(runs="process", command=shlex.join(spec.argv()), env=sorted(spec.env))
+    else:
+        assert isinstance(spec, NIM | VLLM)
+        plan = plan_container(
+            env.name, 0, spec, port=spec.base_port(), ttl=env.ttl_seconds, host_network=False, dry_run=True
+        )
+        base.update(
+            runs="container", image=plan.image, command=plan.command, env=sorted(plan.env),
+            shm_size=plan.shm_size,
+        )  # fmt: skip
+    base["ray_replicas"] = [
+        {
+            "name": f"{env.name}:{index}:<token, new at each start>",
+            "asks_ray_for": options,
+            "port": _port(spec, index) if spec.base_port() else "a free port on its node, chosen at start",
+            "gpus": f"{options.get('num_gpus', 0)} of the node Ray picks (no GPU of this machine)",
+        }
+        for index in range(env.replica_count)
+    ]
+    base["notes"].append(
+        "replicas run as detached Ray actors (SPREAD over the nodes); nothing here connected to the cluster"
+    )
     return base
 
 

@@ -28,7 +28,15 @@ from nimflow.actors.launchers.base import Progress, ReplicaInfo
 from nimflow.actors.launchers.ray_node import ReplicaServer
 from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, ServerSpec, parse_quantity
 
-__all__ = ["NAMESPACE", "Ray", "RayLauncher", "describe_handle", "parse_placement"]
+__all__ = [
+    "NAMESPACE",
+    "Ray",
+    "RayLauncher",
+    "describe_handle",
+    "parse_placement",
+    "replica_options",
+    "runs_on_ray",
+]
 
 NAMESPACE = "nimflow"
 ADDRESS_ENV = "NIMFLOW_RAY_ADDRESS"
@@ -69,6 +77,12 @@ class Ray:
 
     def resolved_address(self) -> str:
         return self.address or os.environ.get(ADDRESS_ENV) or "auto"
+
+    def address_source(self) -> str:
+        """Where resolved_address() came from, for `nimflow actors plan`."""
+        if self.address:
+            return "nf.Ray(address=...) or --placement"
+        return ADDRESS_ENV if os.environ.get(ADDRESS_ENV) else f"the default: {ADDRESS_ENV} is not set"
 
     def launcher(self) -> RayLauncher:
         return RayLauncher(self)
@@ -119,7 +133,13 @@ def _connect(address: str) -> str:
         return str(ray.get_runtime_context().gcs_address)
 
 
-def _resources(spec: ServerSpec) -> dict[str, Any]:
+def runs_on_ray(spec: ServerSpec) -> bool:
+    """Whether a Ray placement can run this server (the rest is refused at start)."""
+    return isinstance(spec, NIM | VLLM | LocalProcess | FakeOpenAI)
+
+
+def replica_options(spec: ServerSpec) -> dict[str, Any]:
+    """What each replica's Ray actor asks the cluster for: num_gpus, num_cpus, memory (bytes)."""
     gpu = getattr(spec, "gpu", 0) or 0
     if gpu == "all":
         raise ActorConfigError(
@@ -197,7 +217,7 @@ class RayLauncher:
     ) -> ReplicaInfo:
         ray = _ray()
 
-        if not isinstance(spec, NIM | VLLM | LocalProcess | FakeOpenAI):
+        if not runs_on_ray(spec):
             raise ActorConfigError(
                 f"actor {actor!r}: a Ray placement runs NIM, VLLM and LocalProcess, not {spec!r}."
             )
@@ -213,7 +233,7 @@ class RayLauncher:
             max_restarts=0,  # nimflow restarts a dead replica itself, as it does locally
             max_concurrency=4,  # describe/logs/stop answer while serve() waits for the server
             scheduling_strategy="SPREAD",
-            **_resources(spec),
+            **replica_options(spec),
         ).remote(actor, replica, spec, fixed_port, ttl)
         if progress:
             progress(f"asking Ray for a node ({name})")
