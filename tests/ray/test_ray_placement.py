@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 import pytest
-from ray_support import named_actors, node_of, replicas, wait_until
+from ray_support import fake_servers, named_actors, node_of, replicas, wait_until
 from sqlmodel import select
 
-from nimflow._store import Store, TaskRun
+from nimflow._store import ActorReplica, Store, TaskRun
 from nimflow.actors.launchers.ray import NAMESPACE, describe_handle
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
@@ -46,6 +46,16 @@ def nimflow_cli(*args: str, **env: str) -> str:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
+
+
+def serving(row: ActorReplica) -> bool:
+    """Whether the replica's server has requests running (so nimflow routes to it)."""
+    try:
+        metrics = httpx.get(row.base_url + "/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return False
+    running = [line for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")]
+    return any(float(line.split()[-1]) > 0 for line in running)
 
 
 def assert_answered(items: list[str], outputs: list[str]) -> None:
@@ -117,14 +127,28 @@ def test_a_second_process_adopts_the_replicas_and_a_changed_config_replaces_them
 def test_ttl_zero_stops_replicas_at_the_end_and_the_janitor_stops_idle_ones(
     ray_cluster: LocalCluster,
 ) -> None:
+    # ttl_seconds=0: the run itself stops its Ray replicas, servers included, before it ends.
     run_pipeline(ITEMS[:3], NIMFLOW_TEST_TTL="0")
     assert named_actors() == set() and replicas() == []
+    wait_until(
+        lambda: not fake_servers(ray_cluster.marker), 30, "the servers of the stopped replicas to exit"
+    )
 
+    # ttl_seconds=2: the replicas outlive the run, idle and serving, until the janitor stops them.
     run_pipeline(ITEMS[:3], NIMFLOW_TEST_TTL="2")
     rows = replicas()
-    assert len(rows) == 2 and {r.status for r in rows} == {"idle"}
+    assert len(rows) == 2 and {r.status for r in rows} == {"idle"} and {r.ttl_seconds for r in rows} == {2.0}
+    assert len(fake_servers(ray_cluster.marker)) >= 2
     wait_until(lambda: not named_actors(), 60, "the janitor to stop the idle Ray replicas")
     wait_until(lambda: replicas() == [], 30, "the janitor to forget them")
+    wait_until(
+        lambda: not fake_servers(ray_cluster.marker), 30, "the servers of the stopped replicas to exit"
+    )
+    for row in rows:
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(row.base_url + "/models", timeout=5)
+    janitor_log = (Path(os.environ["NIMFLOW_HOME"]) / "janitor.log").read_text()
+    assert all(f"stopping {row.id} (TTL passed)" in janitor_log for row in rows), janitor_log[-2000:]
 
 
 def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_every_item_once(
@@ -139,8 +163,9 @@ def test_a_node_killed_mid_batch_restarts_its_replica_elsewhere_and_answers_ever
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
+        # A row is recorded when its replica starts: wait until both serve (the acquisition is done).
         wait_until(
-            lambda: len(replicas()) == 2 and {r.status for r in replicas()} == {"in_use"}, 90, "replicas"
+            lambda: len(replicas()) == 2 and all(map(serving, replicas())), 90, "both replicas serving"
         )
         rows = replicas()
         victim = next(r for r in rows if ray_cluster.worker_by_node_id(node_of(r)) is not None)
