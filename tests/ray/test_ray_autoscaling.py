@@ -86,6 +86,7 @@ def test_a_burst_scales_to_three_ray_replicas_on_three_nodes_and_back_to_one(
 
     ups = [e for e in scale_events(result["run_id"]) if e.to_count > e.from_count]
     assert ups and max(e.to_count for e in ups) == 3 and all(e.to_count <= 3 for e in ups), ups
+    # The three nodes of the cluster (this file runs before the node-kill test removes one).
     assert len(nodes) == 3, "one logical GPU per node: three replicas, three nodes"
 
     # Back to the minimum after scaledown_seconds idle (in the run, or after it the janitor).
