@@ -209,7 +209,6 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         self._timeouts: dict[tuple[Any, Any], aiohttp.ClientTimeout] = {}
 
     def _new_session(self) -> aiohttp.ClientSession:
-        self._router.bind_loop(asyncio.get_running_loop())
         # The router caps requests per replica, so the connector itself is unlimited.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -278,7 +277,6 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         return send.response(status, resp.raw_headers, data, url)
 
     async def aclose(self) -> None:
-        await self._router.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
