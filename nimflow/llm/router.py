@@ -320,7 +320,9 @@ class Router:
             log.info("replica %s is back at %s", redact(url), redact(replica.url))
 
 
-def restarts_in(group: anyio.abc.TaskGroup, restart: Callable[[str], Awaitable[str | None]]) -> RequestRestart:
+def restarts_in(
+    group: anyio.abc.TaskGroup, restart: Callable[[str], Awaitable[str | None]]
+) -> RequestRestart:
     """Restarts as tasks of `group` (structured: they end with it), asked for from any thread.
 
     Call it in the group's event loop. Each request runs `restart(url)` as one task of the group and
@@ -334,7 +336,9 @@ def restarts_in(group: anyio.abc.TaskGroup, restart: Callable[[str], Awaitable[s
             try:
                 new_url = await restart(url)
             except Exception:
-                log.warning("restarting replica %s failed; it stays out of rotation", redact(url), exc_info=True)
+                log.warning(
+                    "restarting replica %s failed; it stays out of rotation", redact(url), exc_info=True
+                )
             finally:
                 done(new_url)
 
