@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 import anyio.abc
@@ -108,6 +108,9 @@ class _ThreadWaiter:
     def fail(self, exc: Exception) -> None:
         self.error = exc
         self.event.set()
+
+
+_W = TypeVar("_W", _AsyncWaiter, _ThreadWaiter)
 
 
 class Router:
@@ -209,14 +212,22 @@ class Router:
                 r.in_flight -= 1
 
     # -- acquire / release -------------------------------------------------------------------------
-    async def acquire(self, wait_limit: float | None = None) -> Replica:
+    # Both sides share the decision (a replica now, or a place in the queue); they differ only in
+    # how they wait: on a future of the event loop, or on a thread event.
+    def _now_or_queue(self, waiter: Callable[[], _W]) -> Replica | _W:
         with self._lock:
             if not self._waiters:
                 r = self._pick()
                 if r is not None:
                     return r
-            waiter = _AsyncWaiter()
-            self._waiters.append(waiter)
+            queued = waiter()
+            self._waiters.append(queued)
+            return queued
+
+    async def acquire(self, wait_limit: float | None = None) -> Replica:
+        waiter = self._now_or_queue(_AsyncWaiter)
+        if isinstance(waiter, Replica):
+            return waiter
         try:
             return await asyncio.wait_for(waiter.fut, wait_limit)
         except BaseException:
@@ -226,13 +237,9 @@ class Router:
             raise
 
     def acquire_sync(self, wait_limit: float | None = None) -> Replica:
-        with self._lock:
-            if not self._waiters:
-                r = self._pick()
-                if r is not None:
-                    return r
-            waiter = _ThreadWaiter()
-            self._waiters.append(waiter)
+        waiter = self._now_or_queue(_ThreadWaiter)
+        if isinstance(waiter, Replica):
+            return waiter
         if not waiter.event.wait(wait_limit):
             with self._lock:
                 if waiter.replica is None and waiter.error is None:
