@@ -2,10 +2,11 @@
 
 Acquire (adopt matching replicas, replace changed ones, start the missing), wait until ready,
 hand the replica URLs to the LLM layer's routing client, restart replicas that die (bounded),
-and on release leave them warm for their TTL under the janitor's watch. An actor with
-replica_count=(min, max) scales between its bounds (scaler.py). The session's background work
-(heartbeats, restarts, scaling) runs in its own anyio task group; blocking work (Docker,
-processes, the database) goes through worker threads.
+and on release leave them warm for their TTL under the janitor's watch. How replicas are
+started, adopted and restarted is replicas.py; an actor with replica_count=(min, max) scales
+between its bounds (scaler.py). The session's background work (heartbeats, the restarts the
+routing asks for, scaling) runs in its own anyio task group; blocking work (Docker, processes,
+the database) goes through worker threads.
 """
 
 from __future__ import annotations
