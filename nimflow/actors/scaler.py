@@ -138,7 +138,7 @@ class Scaler:
             return self._server_waiting
         self._next_metrics = now + METRICS_EVERY
         total = 0
-        client = self.session._client()
+        client = self.session.client()
         for replica in self.router.replicas:
             try:
                 response = await client.get(
@@ -196,7 +196,7 @@ class Scaler:
             started: list[int] = []
             for index in free:
                 try:
-                    await session._start_one(
+                    await session.start_one(
                         actor, index, ProgressDisplay(None, env.name), gpus=gpus.get(index, ())
                     )
                     started.append(index)
@@ -210,9 +210,9 @@ class Scaler:
         actor, session = self.actor, self.session
         try:
             info = actor.replicas[index]
-            await wait_ready(actor.launcher, info, actor.spec, session._client())
+            await wait_ready(actor.launcher, info, actor.spec, session.client())
             info.model = await check_models(
-                info, actor.spec, session._client(), api_key=session._api_key(actor)
+                info, actor.spec, session.client(), api_key=session.api_key(actor)
             )
         except Exception as exc:
             # The run goes on with the replicas it has: this one is stopped and forgotten.
@@ -267,7 +267,7 @@ class Scaler:
     async def _busy_elsewhere(self, base_url: str) -> bool:
         """Whether the server reports requests running or waiting (sent by another process)."""
         try:
-            response = await self.session._client().get(
+            response = await self.session.client().get(
                 base_url.removesuffix("/v1") + "/metrics", timeout=METRICS_TIMEOUT
             )
         except httpx.HTTPError:

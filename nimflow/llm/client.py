@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 import httpx2
 import openai
@@ -12,7 +12,7 @@ from nimflow._redact import remember_secret
 from nimflow.llm.context import ActorContext
 from nimflow.llm.errors import TransportFailures
 from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
-from nimflow.llm.router import Router
+from nimflow.llm.router import RequestRestart, Router
 from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
 
 __all__ = ["build_actor_context", "close_actor_context"]
@@ -29,7 +29,7 @@ def build_actor_context(
     api_key: str | None = None,
     max_in_flight_per_replica: int = 256,
     served_by: str = "",
-    on_replica_down: Callable[[str], Awaitable[str | None]] | None = None,
+    on_replica_down: RequestRestart | None = None,
     request_timeout: float = 600.0,
     connect_timeout: float = 5.0,
     api_key_name: str | None = None,
@@ -39,9 +39,9 @@ def build_actor_context(
 ) -> ActorContext:
     """Clients for an actor's replicas (URLs like "http://127.0.0.1:8001/v1").
 
-    `on_replica_down(url)` is awaited once per failure episode when a replica refuses connections;
-    it may restart the replica and return its new base URL, or return None to leave it out of
-    rotation. `max_replicas` makes the replica set live (router.add/retire, may start empty);
+    `on_replica_down(url, done)` asks once per failure episode, when a replica refuses connections,
+    for its restart (`router.restarts_in` runs them as tasks of a task group); `done` gets the
+    replica's new base URL, or None to leave it out of rotation. `max_replicas` makes the replica set live (router.add/retire, may start empty);
     `replica_indexes` numbers the replicas as their launcher does. `api_key_name` names the secret or env var holding the key, for 401 messages. A request
     with no answer within `request_timeout` seconds is tried once more, then fails saying how to
     raise it.
@@ -113,7 +113,7 @@ def _without_userinfo(urls: list[str]) -> tuple[list[str], str | None]:
 
 
 async def close_actor_context(ctx: ActorContext) -> None:
-    """Close both clients and their connections; cancels replica restarts still in progress."""
+    """Close both clients and their connections (restarts under way end with their task group)."""
     try:
         await ctx.client.close()
     finally:

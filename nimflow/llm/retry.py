@@ -216,14 +216,46 @@ class _Stop:
         return False
 
 
-class _Retries:
-    """What the sync and async retry transports share: the policy as tenacity arguments, the meter."""
+# What a transport error that stood after retries becomes for the caller (errors.TransportFailures).
+Explain = Callable[[Exception, httpx2.Request], Exception]
 
-    def __init__(self, policy: RetryPolicy) -> None:
+
+def _keep(exc: Exception, request: httpx2.Request) -> Exception:
+    return exc
+
+
+class _Retries:
+    """The core both retry transports share (as httpx's clients share theirs): what is counted,
+    whether the first attempt's outcome stands, the policy as tenacity arguments, and the error a
+    failure that stands becomes. The shells below only send, awaiting or not."""
+
+    def __init__(self, policy: RetryPolicy, explain: Explain) -> None:
         self.policy = policy
         self._wait = _Wait(policy)
+        self._explain = explain
 
-    def first_is_final(self, request: httpx2.Request, outcome: httpx2.Response | BaseException) -> bool:
+    @staticmethod
+    def begin() -> Usage | None:
+        """A request starts: counted in the task's meter (whatever the retries)."""
+        usage = current_usage()
+        if usage is not None:
+            usage.add(requests=1)
+        return usage
+
+    @staticmethod
+    def ended(usage: Usage | None, response: httpx2.Response) -> httpx2.Response:
+        if usage is not None and response.status_code >= 400:
+            usage.add(errors=1)
+        return response
+
+    def failed(self, usage: Usage | None, exc: BaseException, request: httpx2.Request) -> BaseException:
+        """The request failed for good: counted, and the error the caller sees (`exc` itself, or
+        what `explain` makes of a transport error, chained to it)."""
+        if usage is not None:
+            usage.add(errors=1)
+        return self._explain(exc, request) if isinstance(exc, Exception) else exc
+
+    def stands(self, request: httpx2.Request, outcome: httpx2.Response | BaseException) -> bool:
         """Whether the first attempt's outcome stands (almost always): retries start only when not."""
         if self.policy.max_attempts < 2:
             return True
@@ -245,6 +277,13 @@ class _Retries:
         }
 
 
+def _given(outcome: httpx2.Response | BaseException) -> httpx2.Response:
+    """The first attempt's outcome when it stands: the response, or its error raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
 def _replay(first: httpx2.Response | BaseException) -> Callable[[], httpx2.Response | None]:
     """Hands tenacity the first attempt's known outcome once, so it is not sent twice."""
     pending = [first]
@@ -252,25 +291,9 @@ def _replay(first: httpx2.Response | BaseException) -> Callable[[], httpx2.Respo
     def known() -> httpx2.Response | None:
         if not pending:
             return None
-        outcome = pending.pop()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+        return _given(pending.pop())
 
     return known
-
-
-def _count(usage: Usage | None, outcome: httpx2.Response | None) -> None:
-    if usage is not None and (outcome is None or outcome.status_code >= 400):
-        usage.add(errors=1)
-
-
-# What a transport error that stood after retries becomes for the caller (errors.TransportFailures).
-Explain = Callable[[Exception, httpx2.Request], Exception]
-
-
-def _keep(exc: Exception, request: httpx2.Request) -> Exception:
-    return exc
 
 
 class AsyncRetryTransport(httpx2.AsyncBaseTransport):
@@ -281,26 +304,19 @@ class AsyncRetryTransport(httpx2.AsyncBaseTransport):
         self, inner: httpx2.AsyncBaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
     ) -> None:
         self._inner = inner
-        self._retries = _Retries(policy)
-        self._explain = explain
+        self._retries = _Retries(policy, explain)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        usage = current_usage()
-        if usage is not None:
-            usage.add(requests=1)
+        retries = self._retries
+        usage = retries.begin()
         try:
             response = await self._send(request)
-        except Exception as exc:
-            _count(usage, None)
-            failure = self._explain(exc, request)
+        except BaseException as exc:
+            failure = retries.failed(usage, exc, request)
             if failure is exc:
                 raise
             raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
-        except BaseException:
-            _count(usage, None)
-            raise
-        _count(usage, response)
-        return response
+        return retries.ended(usage, response)
 
     async def _send(self, request: httpx2.Request) -> httpx2.Response:
         send = self._inner.handle_async_request
@@ -309,10 +325,8 @@ class AsyncRetryTransport(httpx2.AsyncBaseTransport):
             first = await send(request)
         except Exception as exc:
             first = exc
-        if self._retries.first_is_final(request, first):
-            if isinstance(first, BaseException):
-                raise first
-            return first
+        if self._retries.stands(request, first):
+            return _given(first)
         known = _replay(first)
 
         async def attempt() -> httpx2.Response:
@@ -333,26 +347,19 @@ class SyncRetryTransport(httpx2.BaseTransport):
         self, inner: httpx2.BaseTransport, policy: RetryPolicy = DEFAULT_POLICY, explain: Explain = _keep
     ) -> None:
         self._inner = inner
-        self._retries = _Retries(policy)
-        self._explain = explain
+        self._retries = _Retries(policy, explain)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        usage = current_usage()
-        if usage is not None:
-            usage.add(requests=1)
+        retries = self._retries
+        usage = retries.begin()
         try:
             response = self._send(request)
-        except Exception as exc:
-            _count(usage, None)
-            failure = self._explain(exc, request)
+        except BaseException as exc:
+            failure = retries.failed(usage, exc, request)
             if failure is exc:
                 raise
             raise failure  # noqa: B904 - `explain` chains the failure to `exc` itself
-        except BaseException:
-            _count(usage, None)
-            raise
-        _count(usage, response)
-        return response
+        return retries.ended(usage, response)
 
     def _send(self, request: httpx2.Request) -> httpx2.Response:
         send = self._inner.handle_request
@@ -361,10 +368,8 @@ class SyncRetryTransport(httpx2.BaseTransport):
             first = send(request)
         except Exception as exc:
             first = exc
-        if self._retries.first_is_final(request, first):
-            if isinstance(first, BaseException):
-                raise first
-            return first
+        if self._retries.stands(request, first):
+            return _given(first)
         known = _replay(first)
 
         def attempt() -> httpx2.Response:

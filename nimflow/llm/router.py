@@ -12,22 +12,29 @@ the lock is uncontended on the hot path and held for a few attribute updates onl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import anyio.from_thread
+import anyio.lowlevel
 
 from nimflow._exceptions import ActorConfigError, EndpointUnreachableError
 from nimflow._redact import redact
 
-__all__ = ["Replica", "Router"]
+__all__ = ["Replica", "RequestRestart", "Router", "restarts_in"]
 
 log = logging.getLogger("nimflow.llm")
 
-OnReplicaDown = Callable[[str], Awaitable[str | None]]
+# Asks for the restart of the replica that refused connections at a URL, from any thread, without
+# waiting for it: the outcome is handed to the callback (its new base URL, or None to leave it out
+# of rotation). False when no restart can be had.
+RequestRestart = Callable[[str, Callable[[str | None], None]], bool]
 
 
 class Replica:
@@ -103,13 +110,16 @@ class _ThreadWaiter:
         self.event.set()
 
 
+_W = TypeVar("_W", _AsyncWaiter, _ThreadWaiter)
+
+
 class Router:
     def __init__(
         self,
         urls: Sequence[str],
         *,
         max_in_flight: int,
-        on_replica_down: OnReplicaDown | None = None,
+        on_replica_down: RequestRestart | None = None,
         breaker_seconds: float = 3.0,
         max_replicas: int | None = None,
         indexes: Sequence[int] | None = None,
@@ -138,8 +148,6 @@ class Router:
         self.breaker_seconds = breaker_seconds
         self._down_since: float | None = None
         self._next_probe = 0.0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- selection (call with the lock held) -------------------------------------------------------
     def _pick(self) -> Replica | None:
@@ -204,14 +212,22 @@ class Router:
                 r.in_flight -= 1
 
     # -- acquire / release -------------------------------------------------------------------------
-    async def acquire(self, wait_limit: float | None = None) -> Replica:
+    # Both sides share the decision (a replica now, or a place in the queue); they differ only in
+    # how they wait: on a future of the event loop, or on a thread event.
+    def _now_or_queue(self, waiter: Callable[[], _W]) -> Replica | _W:
         with self._lock:
             if not self._waiters:
                 r = self._pick()
                 if r is not None:
                     return r
-            waiter = _AsyncWaiter()
-            self._waiters.append(waiter)
+            queued = waiter()
+            self._waiters.append(queued)
+            return queued
+
+    async def acquire(self, wait_limit: float | None = None) -> Replica:
+        waiter = self._now_or_queue(_AsyncWaiter)
+        if isinstance(waiter, Replica):
+            return waiter
         try:
             return await asyncio.wait_for(waiter.fut, wait_limit)
         except BaseException:
@@ -221,13 +237,9 @@ class Router:
             raise
 
     def acquire_sync(self, wait_limit: float | None = None) -> Replica:
-        with self._lock:
-            if not self._waiters:
-                r = self._pick()
-                if r is not None:
-                    return r
-            waiter = _ThreadWaiter()
-            self._waiters.append(waiter)
+        waiter = self._now_or_queue(_ThreadWaiter)
+        if isinstance(waiter, Replica):
+            return waiter
         if not waiter.event.wait(wait_limit):
             with self._lock:
                 if waiter.replica is None and waiter.error is None:
@@ -299,34 +311,12 @@ class Router:
             self._wake()  # queued requests may now need to probe or fail
         log.warning("replica %s refused the connection; taken out of rotation", redact(url))
         if start_restart:
-            self._schedule_restart(replica, url)
+            assert self._on_down is not None
+            if not self._on_down(url, lambda new_url: self._restarted(replica, url, new_url)):
+                self._restarted(replica, url, None)
 
-    def _schedule_restart(self, replica: Replica, url: str) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            loop = self._loop  # called from a worker thread: use the loop the async side runs on
-            if loop is None or loop.is_closed():
-                with self._lock:
-                    replica.restarting = False
-                    self._wake()
-                return
-            loop.call_soon_threadsafe(self._start_restart_task, replica, url)
-            return
-        self._start_restart_task(replica, url)
-
-    def _start_restart_task(self, replica: Replica, url: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._restart(replica, url))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _restart(self, replica: Replica, url: str) -> None:
-        assert self._on_down is not None
-        new_url: str | None = None
-        try:
-            new_url = await self._on_down(url)
-        except Exception:
-            log.warning("restarting replica %s failed; it stays out of rotation", redact(url), exc_info=True)
+    def _restarted(self, replica: Replica, url: str, new_url: str | None) -> None:
+        """The outcome of a restart episode: back in rotation at `new_url`, or left out (None)."""
         with self._lock:
             replica.restarting = False
             if new_url:
@@ -336,12 +326,36 @@ class Router:
         if new_url:
             log.info("replica %s is back at %s", redact(url), redact(replica.url))
 
-    def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
 
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+def restarts_in(
+    group: anyio.abc.TaskGroup, restart: Callable[[str], Awaitable[str | None]]
+) -> RequestRestart:
+    """Restarts as tasks of `group` (structured: they end with it), asked for from any thread.
+
+    Call it in the group's event loop. Each request runs `restart(url)` as one task of the group and
+    reports its outcome: the replica's new base URL, or None (also when it raised) to leave it out."""
+    token = anyio.lowlevel.current_token()
+    home = threading.get_ident()
+
+    def request(url: str, done: Callable[[str | None], None]) -> bool:
+        async def job() -> None:
+            new_url: str | None = None
+            try:
+                new_url = await restart(url)
+            except Exception:
+                log.warning(
+                    "restarting replica %s failed; it stays out of rotation", redact(url), exc_info=True
+                )
+            finally:
+                done(new_url)
+
+        try:
+            if threading.get_ident() == home:
+                group.start_soon(job)
+            else:  # a worker thread (the sync client): hand the task to the group's loop
+                anyio.from_thread.run_sync(group.start_soon, job, token=token)
+        except RuntimeError:  # the group has ended, or its event loop is gone: no restart
+            return False
+        return True
+
+    return request

@@ -1,11 +1,12 @@
 """The routing transports under the openai clients: pick a replica, cap its in-flight requests, fail over.
 
-`AsyncRoutingTransport` sends over one aiohttp session (its connector keeps a free-list per host, so a
-request's cost does not grow with the number of open connections, unlike the httpx2 pool, which scans
-every connection on each request); `SyncRoutingTransport` sends over one httpx2 transport per replica
-URL, for worker threads. Both do the same thing through `_Routing`, which owns every decision: the
-replica to try, the headers, where a refused connection goes, what a response becomes. Only the I/O
-differs.
+One core, two thin shells (as httpx shares its clients' logic): `_Send`, one request's walk over the
+replicas, owns every decision (the replica to try and the URL there, the headers, where a refused
+connection goes, whether the answer is streamed, what a response becomes, when a slot is freed).
+The shells only do the I/O: `AsyncRoutingTransport` over one aiohttp session (its connector keeps a
+free-list per host, so a request's cost does not grow with the number of open connections, unlike
+the httpx2 pool, which scans every connection on each request), `SyncRoutingTransport` over one
+httpx2 transport per replica URL, for worker threads.
 
 A refused connection means nothing was sent: the replica is taken out of rotation and the request goes
 straight to another one, without counting as a retry. Everything else worth another try is left to the
@@ -72,28 +73,41 @@ class _Send:
         self.tried: set[tuple[int, str]] = set()
         self.last: Exception | None = None
 
-    def target(self, replica: Replica) -> str:
-        """The request's URL on `replica`; raises the last refusal once every replica has refused it."""
+    def route(self, replica: Replica) -> tuple[str, str]:
+        """The replica's URL and the request's URL there; raises the last refusal once every
+        replica has refused this request (then the retry layer backs off)."""
         url = replica.url
         if (replica.index, url) in self.tried:
-            # Every replica in reach has refused this request once: let the retry layer back off.
             self.routing.router.release(replica)
             assert self.last is not None
             raise self.last
         full = str(self.request.url)
         prefix = self.routing.prefix
-        return url + full[len(prefix) :] if full.startswith(prefix) else full  # elsewhere: left alone
+        return url, (url + full[len(prefix) :] if full.startswith(prefix) else full)  # elsewhere: left alone
 
     def refused(self, replica: Replica, url: str, exc: Exception) -> None:
+        """Nothing was sent: the replica goes out of rotation and the request on to another one."""
         router = self.routing.router
         router.release(replica)
         router.mark_down(replica, url)
         self.tried.add((replica.index, url))
         self.last = exc
 
-    def connected(self, replica: Replica) -> None:
+    def failed(self, replica: Replica) -> None:
+        """Any other failure to send: the slot is freed, the error goes up (to the retry layer)."""
+        self.routing.router.release(replica)
+
+    def connected(self, replica: Replica) -> _SlotGuard:
+        """An answer came: a replica that was out of rotation is back; its slot is held until the
+        body is read (or, streamed, until the stream is closed)."""
         if not replica.up:
             self.routing.router.mark_up(replica)
+        return _SlotGuard(self.routing.router, replica)
+
+    @staticmethod
+    def streamed(status: int, content_type: str) -> bool:
+        """Whether the body is passed through as a stream (SSE) rather than read here."""
+        return status < 400 and content_type.startswith(_SSE)
 
     def response(self, status: int, headers: Any, data: bytes, url: str) -> httpx2.Response:
         """The answer to hand up, its body read. A success the client expects JSON of is parsed here,
@@ -131,7 +145,7 @@ def _refused(url: str, exc: BaseException) -> httpx2.ConnectError:
     return httpx2.ConnectError(f"cannot connect to {url}: {reason}")
 
 
-def _pool_timeout(exc: TimeoutError) -> httpx2.PoolTimeout:
+def _pool_timeout() -> httpx2.PoolTimeout:
     return httpx2.PoolTimeout("timed out waiting for a free replica slot")
 
 
@@ -209,7 +223,6 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         self._timeouts: dict[tuple[Any, Any], aiohttp.ClientTimeout] = {}
 
     def _new_session(self) -> aiohttp.ClientSession:
-        self._router.bind_loop(asyncio.get_running_loop())
         # The router caps requests per replica, so the connector itself is unlimited.
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
@@ -238,9 +251,8 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
             try:
                 replica = await self._router.acquire(send.pool_timeout)
             except TimeoutError as exc:
-                raise _pool_timeout(exc) from exc
-            target = send.target(replica)
-            url = replica.url
+                raise _pool_timeout() from exc
+            url, target = send.route(replica)
             try:
                 resp = await session.request(
                     request.method,
@@ -254,18 +266,17 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
                 send.refused(replica, url, _map_aiohttp(exc, url))
                 continue
             except BaseException as exc:
-                self._router.release(replica)
+                send.failed(replica)
                 if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError):
                     raise _map_aiohttp(exc, url) from exc
                 raise
-            send.connected(replica)
-            return await self._response(send, resp, _SlotGuard(self._router, replica), url)
+            return await self._response(send, resp, send.connected(replica), url)
 
     async def _response(
         self, send: _Send, resp: aiohttp.ClientResponse, guard: _SlotGuard, url: str
     ) -> httpx2.Response:
         status = resp.status
-        if status < 400 and resp.content_type == _SSE:
+        if send.streamed(status, resp.content_type):
             stream = _AsyncSSE(resp, guard, Tail(send.usage), url)
             return httpx2.Response(status, headers=resp.raw_headers, stream=stream, request=send.request)
         try:
@@ -278,7 +289,6 @@ class AsyncRoutingTransport(httpx2.AsyncBaseTransport):
         return send.response(status, resp.raw_headers, data, url)
 
     async def aclose(self) -> None:
-        await self._router.aclose()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -326,9 +336,8 @@ class SyncRoutingTransport(httpx2.BaseTransport):
             try:
                 replica = self._router.acquire_sync(send.pool_timeout)
             except TimeoutError as exc:
-                raise _pool_timeout(exc) from exc
-            target = send.target(replica)
-            url = replica.url
+                raise _pool_timeout() from exc
+            url, target = send.route(replica)
             routed = httpx2.Request(
                 request.method,
                 target,
@@ -342,11 +351,10 @@ class SyncRoutingTransport(httpx2.BaseTransport):
                 send.refused(replica, url, _refused(url, exc))
                 continue
             except BaseException:
-                self._router.release(replica)
+                send.failed(replica)
                 raise
-            send.connected(replica)
-            guard = _SlotGuard(self._router, replica)
-            if resp.status_code < 400 and resp.headers.get("content-type", "").startswith(_SSE):
+            guard = send.connected(replica)
+            if send.streamed(resp.status_code, resp.headers.get("content-type", "")):
                 stream = _SyncSSE(resp, guard, Tail(send.usage))
                 return httpx2.Response(resp.status_code, headers=resp.headers, stream=stream, request=request)
             try:

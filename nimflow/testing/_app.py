@@ -17,6 +17,7 @@ from typing import Any
 
 from . import _openai as oa
 from ._answers import chat_prompt, pieces
+from ._control import ControlRoutes
 from ._faults import FaultInjector, FaultKind, FaultPlan
 from ._http import (
     MARK,
@@ -89,14 +90,7 @@ class FakeApp:
             ("GET", "/v1/metrics"): self._metrics,
             ("GET", "/metrics"): self._metrics,
         }
-        self._control: dict[tuple[str, str], Callable[[Receive, Send], Awaitable[None]]] = {
-            ("GET", "/_fake/log"): self._get_log,
-            ("DELETE", "/_fake/log"): self._clear_log,
-            ("GET", "/_fake/faults"): self._get_faults,
-            ("POST", "/_fake/faults"): self._set_faults,
-            ("GET", "/_fake/config"): self._get_config,
-            ("POST", "/_fake/config"): self._set_config,
-        }
+        self._control = ControlRoutes(self).routes()
 
     # -- ASGI entry ---------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -388,44 +382,6 @@ class FakeApp:
         if job.include_usage:
             await emit(oa.usage_chunk(job, request_id, created, sum(a.tokens for a in answers)))
         await send({"type": "http.response.body", "body": oa.STREAM_DONE})
-
-    # -- control endpoints (never logged, never need the API key) -------------------------------
-    async def _get_log(self, receive: Receive, send: Send) -> None:
-        records = [r.to_json() for r in self.log.snapshot()]
-        await respond(send, 200, oa.dumps({"requests": records}))
-
-    async def _clear_log(self, receive: Receive, send: Send) -> None:
-        self.log.clear()
-        await respond(send, 200, b'{"cleared":true}')
-
-    async def _get_faults(self, receive: Receive, send: Send) -> None:
-        await respond(send, 200, oa.dumps(self.faults.plan.to_json()))
-
-    async def _set_faults(self, receive: Receive, send: Send) -> None:
-        try:
-            data = json.loads(await read_body(receive) or b"{}")
-            plan = FaultPlan.coerce(data if isinstance(data, dict | str) or data is None else str(data))
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            await respond(send, 400, oa.error_body(f"Bad fault plan: {error}", "BadRequestError", 400))
-            return
-        except Disconnected:
-            return
-        self.configure(faults=plan)
-        await respond(send, 200, oa.dumps(plan.to_json()))
-
-    async def _get_config(self, receive: Receive, send: Send) -> None:
-        await respond(send, 200, oa.dumps(self.config.public()))
-
-    async def _set_config(self, receive: Receive, send: Send) -> None:
-        try:
-            data = json.loads(await read_body(receive) or b"{}")
-            self.configure(**data)
-        except (ValueError, TypeError, AttributeError) as error:
-            await respond(send, 400, oa.error_body(f"Bad options: {error}", "BadRequestError", 400))
-            return
-        except Disconnected:
-            return
-        await respond(send, 200, oa.dumps(self.config.public()))
 
     def configure(self, **updates: Any) -> None:
         """Change live options (latencies, faults); call on the server's loop or between requests."""

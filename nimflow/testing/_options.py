@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -228,18 +228,3 @@ def from_strings(values: Mapping[str, Any]) -> FakeOptions:
         parse = f.metadata["parse"]
         kwargs[f.name] = parse(value) if parse is not None and isinstance(value, str) else value
     return FakeOptions(**kwargs)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from ._server import serve
-
-    try:
-        options = from_strings(vars(args))
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        serve(options)
-    except OSError as error:  # the port is taken
-        parser.exit(2, f"{parser.prog}: error: {error}\n")

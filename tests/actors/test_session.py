@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
@@ -83,3 +85,41 @@ def test_two_actor_environments_with_one_name_are_refused() -> None:
             store.close()
 
     anyio.run(main)
+
+
+def test_a_killed_replica_is_restarted_by_a_task_of_the_session_and_the_request_answered() -> None:
+    env = ActorEnvironment(
+        "phoenix", LocalProcess(command=FAKE, model=MODEL, startup_timeout=30), ttl_seconds=0
+    )
+
+    async def main() -> tuple[str, str, str, str, str]:
+        store = Store.open()
+        try:
+            async with ActorSession(store, {}) as session:
+                ctx = await session.context_for(env)
+                (before,) = ProcessLauncher().find("phoenix")
+                os.killpg(int(before.handle.split("@")[0]), signal.SIGKILL)  # the server and its wrapper
+                with anyio.fail_after(60):
+                    for _ in range(400):  # until the process is gone (at most 20 s)
+                        if not ProcessLauncher().status(before).running:
+                            break
+                        await anyio.sleep(0.05)
+                    reply = await ctx.client.chat.completions.create(
+                        model=ctx.model, messages=[{"role": "user", "content": "Still there. Yes."}]
+                    )
+                (after,) = ProcessLauncher().find("phoenix")
+                return (
+                    before.handle,
+                    after.handle,
+                    before.base_url,
+                    ctx.replica_urls[0],
+                    reply.choices[0].message.content or "",
+                )
+        finally:
+            store.close()
+
+    old, new, old_url, url, answer = anyio.run(main)
+    assert new != old  # a new process, started by the session's restart task
+    assert url == old_url  # on the same port: the routing keeps its URL
+    assert answer
+    assert ProcessLauncher().find("phoenix") == []

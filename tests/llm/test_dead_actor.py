@@ -16,6 +16,7 @@ import pytest
 from nimflow._exceptions import EndpointUnreachableError
 from nimflow.llm import chat, chat_many
 from nimflow.llm.client import build_actor_context, close_actor_context
+from nimflow.llm.router import restarts_in
 from nimflow.llm.usage import meter
 from nimflow.testing import FakeServerProcess
 
@@ -103,7 +104,6 @@ async def test_a_killed_server_fails_the_queued_items_at_once_with_one_clear_err
 
     # The default retry policy: without the circuit breaker each of the 500 items would retry for
     # about 15 s, 8 waves of 64, past the limit below.
-    ctx = build_actor_context("dead-actor", MODEL, [server_process.base_url], on_replica_down=restart_fails)
     prompts = [f"Item {i} is a sentence." for i in range(500)]
 
     async def kill_midway() -> None:
@@ -115,6 +115,9 @@ async def test_a_killed_server_fails_the_queued_items_at_once_with_one_clear_err
 
     with anyio.fail_after(40):
         async with anyio.create_task_group() as tg:
+            ctx = build_actor_context(
+                "dead-actor", MODEL, [server_process.base_url], on_replica_down=restarts_in(tg, restart_fails)
+            )
             tg.start_soon(kill_midway)
             results = await chat_many(prompts, concurrency=64, max_tokens=8, ctx=ctx)
     done = [r for r in results if r.ok]

@@ -17,7 +17,7 @@ from nimflow._exceptions import AuthenticationError, ContextLengthError, Extract
 from nimflow.llm import ActorContext, chat, chat_many, extract
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.retry import RetryPolicy
-from nimflow.llm.router import Replica
+from nimflow.llm.router import Replica, restarts_in
 from nimflow.llm.usage import meter
 from nimflow.testing import FakeServer
 
@@ -195,12 +195,13 @@ async def test_on_replica_down_restart_is_used(fakes: Callable[..., FakeServer])
         restarted.append(server)
         return server.base_url
 
-    ctx = _ctx([a, b], on_replica_down=restart)
-    first = await chat_many([f"Before {i}." for i in range(20)], ctx=ctx)
-    await anyio.to_thread.run_sync(a.stop)
-    second = await chat_many([f"During {i}." for i in range(40)], concurrency=8, ctx=ctx)
-    await wait_until(lambda: bool(restarted) and _replica0(ctx).up)
-    third = await chat_many([f"After {i}." for i in range(40)], concurrency=8, ctx=ctx)
+    async with anyio.create_task_group() as group:  # the restarts are its tasks
+        ctx = _ctx([a, b], on_replica_down=restarts_in(group, restart))
+        first = await chat_many([f"Before {i}." for i in range(20)], ctx=ctx)
+        await anyio.to_thread.run_sync(a.stop)
+        second = await chat_many([f"During {i}." for i in range(40)], concurrency=8, ctx=ctx)
+        await wait_until(lambda: bool(restarted) and _replica0(ctx).up)
+        third = await chat_many([f"After {i}." for i in range(40)], concurrency=8, ctx=ctx)
     assert all(r.ok for r in first + second + third)
     assert calls == [a.base_url]
     assert ctx.replica_urls[0] == restarted[0].base_url

@@ -14,7 +14,7 @@ from scripted import answered, echo_server, seen, wait_until, with_echo
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.context import ActorContext
 from nimflow.llm.retry import RetryPolicy
-from nimflow.llm.router import Replica
+from nimflow.llm.router import Replica, restarts_in
 from nimflow.llm.usage import meter
 from nimflow.testing import FakeServer, Reply
 
@@ -149,10 +149,11 @@ async def test_on_replica_down_is_called_once_and_its_url_used(closed_url: str, 
         return replacement.base_url
 
     try:
-        ctx = _ctx([closed_url, mini.base_url], on_replica_down=restart)
-        first = [f"a{i}" for i in range(30)]
-        assert await _ask_all(ctx, first, concurrency=10) == [f"echo: {i}" for i in first]
-        await wait_until(lambda: _replica0(ctx).up)
+        async with anyio.create_task_group() as group:
+            ctx = _ctx([closed_url, mini.base_url], on_replica_down=restarts_in(group, restart))
+            first = [f"a{i}" for i in range(30)]
+            assert await _ask_all(ctx, first, concurrency=10) == [f"echo: {i}" for i in first]
+            await wait_until(lambda: _replica0(ctx).up)
         second = [f"b{i}" for i in range(30)]
         assert await _ask_all(ctx, second, concurrency=10) == [f"echo: {i}" for i in second]
         assert calls == [closed_url]
@@ -173,10 +174,11 @@ async def test_single_replica_restarted_while_requests_wait(closed_url: str) -> 
         return replacement.base_url
 
     try:
-        ctx = _ctx([closed_url], on_replica_down=restart)
-        items = [f"i{i}" for i in range(10)]
-        with meter() as usage:
-            assert await _ask_all(ctx, items, concurrency=10) == [f"echo: {i}" for i in items]
+        async with anyio.create_task_group() as group:
+            ctx = _ctx([closed_url], on_replica_down=restarts_in(group, restart))
+            items = [f"i{i}" for i in range(10)]
+            with meter() as usage:
+                assert await _ask_all(ctx, items, concurrency=10) == [f"echo: {i}" for i in items]
         assert sorted(seen(replacement)) == items
         assert usage.errors == 0
         await close_actor_context(ctx)
