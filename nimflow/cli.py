@@ -32,23 +32,32 @@ _ORDER = [
     "actors", "secret", "batch-server", "fake-server",
 ]  # fmt: skip
 
-# Commands whose module loads only when the command is used (or `--help` lists it): the read
-# commands and a cached run do not pay for the openai, aiohttp, Docker and batch stacks.
-# name -> (module, attribute): a typer.Typer (a group of commands) or a command function.
-_LAZY: dict[str, tuple[str, str]] = {
-    "batch": ("nimflow.batch.cli", "batch_command"),
-    "batch-server": ("nimflow.batch.cli", "batch_server_command"),
-    "actors": ("nimflow.actors.cli", "actors_app"),
-    "secret": ("nimflow.actors.cli", "secret_app"),
-    "fake-server": ("nimflow.testing.cli", "fake_server"),
-    "serve": ("nimflow._plans_cli", "serve"),
-    "launchplans": ("nimflow._plans_cli", "launchplans_app"),
-    "artifacts": ("nimflow._plans_cli", "artifacts_app"),
+# Commands whose module loads only when the command is used: the read commands, `--help` and a
+# cached run do not pay for the openai, aiohttp, Docker and batch stacks. `--help` lists them with
+# the summary here (a test holds it equal to the command's own).
+# name -> (module, attribute, summary): the attribute is a typer.Typer (a group) or a command function.
+_LAZY: dict[str, tuple[str, str, str]] = {
+    "batch": ("nimflow.batch.cli", "batch_command", "Answer an OpenAI Batch file (resumable)."),
+    "batch-server": ("nimflow.batch.cli", "batch_server_command", "A local OpenAI Files and Batches API."),
+    "actors": ("nimflow.actors.cli", "actors_app", "Model server replicas kept warm for actor tasks."),
+    "secret": ("nimflow.actors.cli", "secret_app", "Secrets for model servers (NGC_API_KEY, HF_TOKEN, ...)."),
+    "fake-server": (
+        "nimflow.testing.cli",
+        "fake_server",
+        "Run the fake OpenAI-compatible server (for tests, demos and benchmarks).",
+    ),
+    "serve": ("nimflow._plans_cli", "serve", "Run the launch plans of FILES (schedules, triggers)."),
+    "launchplans": (
+        "nimflow._plans_cli",
+        "launchplans_app",
+        "List launch plans; activate or deactivate them.",
+    ),
+    "artifacts": ("nimflow._plans_cli", "artifacts_app", "List artifact versions and their lineage."),
 }
 
 
 def _lazy_command(name: str) -> Any:  # a click command (typer vendors its own click)
-    module, attribute = _LAZY[name]
+    module, attribute, _summary = _LAZY[name]
     target = getattr(importlib.import_module(module), attribute)
     # Hung on a parent made like `app`, so it reads as if it had been added to `app` itself.
     holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -69,6 +78,22 @@ class _Ordered(TyperGroup):
         if cmd_name in _LAZY and cmd_name not in self.commands:
             self.add_command(_lazy_command(cmd_name), cmd_name)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """click's listing, but a lazy command not loaded yet shows its summary from _LAZY."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names), default=0)
+        rows = []
+        for name in names:
+            if name in _LAZY and name not in self.commands:
+                rows.append((name, click.Command(name, help=_LAZY[name][2]).get_short_help_str(limit)))
+                continue
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 app = typer.Typer(
