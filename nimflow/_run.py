@@ -199,6 +199,11 @@ async def _execute(
 ) -> RunResult:
     if workers < 1:
         raise UserInputError(f"workers must be 1 or more, not {workers}.")
+    if workers > 1 and not use_cache:
+        # Workers share a map's items through claims on cache keys, which a run that recomputes
+        # everything does not take: each worker would compute every item again.
+        log.warning("--workers needs the cache (it shares items through it): --no-cache runs in one process")
+        workers = 1
     own_store = store is None
     store = store or Store.open()
     try:
