@@ -35,7 +35,7 @@ from nimflow._recorder import ItemFailure, NodeState
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
-from nimflow._workers import Workers, shared_caps
+from nimflow._workers import Workers, share_maps, shared_caps
 from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -210,6 +210,7 @@ async def _execute(
         resolved, consumed = resolve_artifact_inputs(wf, given, store)  # artifact.query() inputs
         values = validate_inputs(wf, resolved)
         graph = wf.build()
+        share_maps(graph, workers)
         envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
         if servers:
             _check_servers(servers, envs.values())
@@ -257,6 +258,8 @@ async def _execute(
                     tg.start_soon(scheduler.cache.keep_claims)
                     if handle_signals:
                         await tg.start(watch_signals, tg.cancel_scope, stop)
+                    if pool is not None:  # started first, this process would claim every item
+                        await anyio.to_thread.run_sync(pool.ready, abandon_on_cancel=True)
                     result.outputs = await scheduler.execute()
                     if pool is not None:
                         for error in await anyio.to_thread.run_sync(pool.wait, abandon_on_cancel=True):
