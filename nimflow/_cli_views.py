@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
-from nimflow._history import CacheSummary, RunInfo, TaskRunInfo, error_message
+from nimflow._history import CacheSummary, RunInfo, ScaleEventInfo, TaskRunInfo, error_message
 from nimflow._status import Status
 
 __all__ = [
@@ -77,7 +77,7 @@ def processes(rows: Sequence[TaskRunInfo]) -> str:
 
 
 def run_tree(
-    run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = False, scale_events: Sequence[Any] = ()
+    run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = False, scale_events: Sequence[ScaleEventInfo] = ()
 ) -> Tree:
     """The run as a tree: one branch per node, with its failed items and their whole messages."""
     head = f"[bold]run {run.id}[/] {escape(run.workflow)} {status_markup(run.status, run.status_text)} "
@@ -90,7 +90,7 @@ def run_tree(
     tree = Tree(head)
     for actor, how in run.served_by.items():
         tree.add(f"[yellow]{escape(actor)}[/]: {escape(how)}")
-    for event in scale_events:  # an autoscaled actor's changes (nimflow._tables.ScaleEvent)
+    for event in scale_events:  # an autoscaled actor's changes
         at = time.strftime("%H:%M:%S", time.localtime(event.at))
         tree.add(f"[dim]{at}[/] [yellow]{escape(event.actor)}[/] {event.from_count} -> {event.to_count} replicas: {escape(event.reason)}")
     nodes = sorted((t for t in rows if t.item is None), key=lambda t: int(t.node[1:]))

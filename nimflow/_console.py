@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-__all__ = ["make_console", "print_table"]
+__all__ = ["console", "err_console", "make_console", "print_table"]
 
 _PIPED_WIDTH = 100_000  # piped output is read by programs and pagers: never wrap it
 
@@ -28,3 +28,8 @@ def print_table(console: Console, table: Table) -> None:
     if natural > console.width:
         table.width = natural
     console.print(table, soft_wrap=False, crop=False)
+
+
+# The CLI's two consoles (rich looks up sys.stdout when it prints, so test runners capture them).
+console = make_console()
+err_console = make_console(stderr=True)

@@ -4,6 +4,9 @@ The rule for runs whose process is gone lives here: a run still marked `running`
 no longer exists (kill -9, a crash, a reboot), or whose heartbeat stopped, was interrupted. Its
 duration is frozen at its last sign of life, and its nodes still marked running were interrupted
 with it.
+
+Queries are plain SQL through nimflow._reader (no ORM: the read commands start in a fraction of
+the time). Every function takes the Reader the CLI opens, or an open Store.
 """
 
 from __future__ import annotations
@@ -11,16 +14,16 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from sqlalchemy import delete, func
-from sqlalchemy import select as sa_select
-from sqlmodel import col, select
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeAlias
 
 from nimflow._exceptions import UserInputError
+from nimflow._reader import Reader, reader_for
 from nimflow._status import Status
-from nimflow._store import CacheEntry, Run, Store, TaskRun
+
+if TYPE_CHECKING:
+    from nimflow._store import Store
 
 __all__ = [
     "STALE_HEARTBEAT_SECONDS",
@@ -33,6 +36,7 @@ __all__ = [
     "find_run",
     "latest_run",
     "list_runs",
+    "scale_events",
     "task_runs",
 ]
 
@@ -109,6 +113,17 @@ class TaskRunInfo:
 
 
 @dataclass(frozen=True)
+class ScaleEventInfo:
+    """An actor's replica count changed during a run: when, from -> to, why."""
+
+    actor: str
+    at: float
+    from_count: int
+    to_count: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class CacheSummary:
     task: str
     entries: int
@@ -119,82 +134,123 @@ class CacheSummary:
 
 # -- runs ---------------------------------------------------------------------------------------
 
+Source: TypeAlias = "Reader | Store"  # a Store only as a type: the CLI never opens one to read
 
-def latest_run(store: Store) -> RunInfo:
-    with store.session() as session:
-        row = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(1)).first()
-    if row is None:
+
+class _RunRow(NamedTuple):
+    id: str
+    workflow: str
+    file: str | None
+    inputs: str | None
+    status: str
+    started_at: float
+    ended_at: float | None
+    error: str | None
+    outputs: str | None
+    pid: int | None
+    served_by: str | None
+    heartbeat_at: float | None
+    host: str | None
+
+
+_RUN_SELECT = f"SELECT {', '.join(_RunRow._fields)} FROM run"
+
+
+def _runs(db: Reader, where: str, params: dict[str, Any]) -> list[_RunRow]:
+    return [_RunRow(*row) for row in db.rows(f"{_RUN_SELECT} {where}", params)]
+
+
+def latest_run(source: Source) -> RunInfo:
+    db = reader_for(source)
+    rows = _runs(db, "ORDER BY started_at DESC LIMIT 1", {})
+    if not rows:
         raise UserInputError("no runs yet. Start one with: nimflow run FILE")
-    return _info(store, row)
+    return _info(db, rows[0])
 
 
-def find_run(store: Store, prefix: str | None) -> RunInfo:
+def find_run(source: Source, prefix: str | None) -> RunInfo:
     """The run whose id starts with `prefix` (the latest run for None)."""
     if prefix is None:
-        return latest_run(store)
-    with store.session() as session:
-        matches = session.exec(select(Run).where(col(Run.id).startswith(prefix)).limit(2)).all()
+        return latest_run(source)
+    db = reader_for(source)
+    # substr rather than LIKE, so that `_` and `%` in a prefix match only themselves.
+    matches = _runs(db, "WHERE substr(id, 1, :n) = :prefix LIMIT 2", {"n": len(prefix), "prefix": prefix})
     if not matches:
         raise UserInputError(f"no run {prefix!r}. List runs with: nimflow runs")
     if len(matches) > 1:
         raise UserInputError(f"run id {prefix!r} is ambiguous; give more characters.")
-    return _info(store, matches[0])
+    return _info(db, matches[0])
 
 
-def list_runs(store: Store, limit: int = 20) -> list[RunInfo]:
+def list_runs(source: Source, limit: int = 20) -> list[RunInfo]:
     """The newest runs first."""
-    with store.session() as session:
-        rows = session.exec(select(Run).order_by(col(Run.started_at).desc()).limit(limit)).all()
-        counts = _claim_counts(session, [row.id for row in rows])
-    return [_info(store, row, counts.get(row.id, (0, 0))) for row in rows]
+    db = reader_for(source)
+    rows = _runs(db, "ORDER BY started_at DESC LIMIT :limit", {"limit": limit})
+    counts = _claim_counts(db, [row.id for row in rows])
+    return [_info(db, row, counts.get(row.id, (0, 0))) for row in rows]
 
 
-def _claim_counts(session: Any, run_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """run id -> (waited, taken over), summed over its node rows, for these runs in one query."""
-    if not run_ids:
-        return {}
-    query = (
-        sa_select(col(TaskRun.run_id), func.sum(TaskRun.waited), func.sum(TaskRun.taken_over))
-        .where(col(TaskRun.run_id).in_(run_ids), col(TaskRun.item).is_(None))
-        .group_by(col(TaskRun.run_id))
-    )
-    return {run_id: (int(w or 0), int(t or 0)) for run_id, w, t in session.execute(query)}
+def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """`name IN (:p0, :p1, ...)` and its parameters."""
+    params = {f"p{i}": value for i, value in enumerate(values)}
+    return f"{name} IN ({', '.join(':' + key for key in params)})", params
 
 
-def task_runs(store: Store, run: RunInfo) -> list[TaskRunInfo]:
+def _claim_counts(db: Reader, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """run id -> (waited, taken over), summed over its node rows, in a query per 500 runs."""
+    counts: dict[str, tuple[int, int]] = {}
+    for start in range(0, len(run_ids), 500):
+        where, params = _in("run_id", run_ids[start : start + 500])
+        sql = f"SELECT run_id, SUM(waited), SUM(taken_over) FROM taskrun WHERE {where} AND item IS NULL GROUP BY run_id"
+        counts.update({run_id: (int(w or 0), int(t or 0)) for run_id, w, t in db.rows(sql, params)})
+    return counts
+
+
+def task_runs(source: Source, run: RunInfo) -> list[TaskRunInfo]:
     """The run's nodes and map items; those left running by an interrupted run say interrupted."""
-    with store.session() as session:
-        rows = session.exec(select(TaskRun).where(TaskRun.run_id == run.id)).all()
+    rows = reader_for(source).rows(
+        "SELECT node, task, item, status, cache_hit, attempts, retries, prompt_tokens + completion_tokens,"
+        " started_at, ended_at, error, host, pid, waited, taken_over FROM taskrun WHERE run_id = :run",
+        {"run": run.id},
+    )
     dead = run.status == Status.INTERRUPTED
     return [
         TaskRunInfo(
-            node=t.node,
-            task=t.task,
-            item=t.item,
-            status=Status.INTERRUPTED if dead and t.status == Status.RUNNING else t.status,
-            cache_hit=t.cache_hit,
-            attempts=t.attempts,
-            retries=t.retries,
-            tokens=t.prompt_tokens + t.completion_tokens,
-            started_at=t.started_at,
-            ended_at=run.ended_at if dead and t.ended_at is None else t.ended_at,
-            error=t.error,
-            host=t.host,
-            pid=t.pid,
-            waited=t.waited,
-            taken_over=t.taken_over,
+            node=node,
+            task=task,
+            item=item,
+            status=Status.INTERRUPTED if dead and status == Status.RUNNING else status,
+            cache_hit=bool(cache_hit),
+            attempts=attempts,
+            retries=retries,
+            tokens=int(tokens or 0),
+            started_at=started,
+            ended_at=run.ended_at if dead and ended is None else ended,
+            error=error,
+            host=host,
+            pid=pid,
+            waited=waited,
+            taken_over=taken_over,
         )
-        for t in rows
+        for node, task, item, status, cache_hit, attempts, retries, tokens, started, ended, error, host, pid, waited, taken_over in rows
     ]
 
 
-def _info(store: Store, row: Run, counts: tuple[int, int] | None = None) -> RunInfo:
+def scale_events(source: Source, run_id: str) -> list[ScaleEventInfo]:
+    """A run's scale events (an autoscaled actor's replica changes), oldest first."""
+    rows = reader_for(source).rows(
+        "SELECT actor, at, from_count, to_count, reason FROM scaleevent WHERE run_id = :run ORDER BY id",
+        {"run": run_id},
+    )
+    return [ScaleEventInfo(*row) for row in rows]
+
+
+def _info(db: Reader, row: _RunRow, counts: tuple[int, int] | None = None) -> RunInfo:
     status, ended = row.status, row.ended_at
     if counts is None:
-        with store.session() as session:
-            counts = _claim_counts(session, [row.id]).get(row.id, (0, 0))
+        counts = _claim_counts(db, [row.id]).get(row.id, (0, 0))
     if _is_interrupted(row):
-        status, ended = Status.INTERRUPTED, _last_sign_of_life(store, row)
+        status, ended = Status.INTERRUPTED, _last_sign_of_life(db, row)
     return RunInfo(
         id=row.id,
         workflow=row.workflow,
@@ -213,7 +269,7 @@ def _info(store: Store, row: Run, counts: tuple[int, int] | None = None) -> RunI
     )
 
 
-def _is_interrupted(row: Run) -> bool:
+def _is_interrupted(row: _RunRow) -> bool:
     if row.status != Status.RUNNING:
         return False
     heartbeat = row.heartbeat_at
@@ -230,17 +286,14 @@ def _is_interrupted(row: Run) -> bool:
     return False
 
 
-def _last_sign_of_life(store: Store, row: Run) -> float:
+def _last_sign_of_life(db: Reader, row: _RunRow) -> float:
     """The heartbeat, else the latest moment a task run of it started or ended."""
     heartbeat = row.heartbeat_at
     if heartbeat is not None:
         return float(heartbeat)
-    with store.session() as session:
-        latest = session.execute(
-            sa_select(func.max(col(TaskRun.started_at)), func.max(col(TaskRun.ended_at))).where(
-                col(TaskRun.run_id) == row.id
-            )
-        ).one()
+    (latest,) = db.rows(
+        "SELECT MAX(started_at), MAX(ended_at) FROM taskrun WHERE run_id = :run", {"run": row.id}
+    )
     return max([row.started_at, *(float(t) for t in latest if t is not None)])
 
 
@@ -271,36 +324,24 @@ def error_message(stored: str) -> str:
 # -- the cache ----------------------------------------------------------------------------------
 
 
-def cache_summary(store: Store) -> list[CacheSummary]:
+def cache_summary(source: Source) -> list[CacheSummary]:
     """Cached results per task: entries, versions, size in bytes, newest."""
-    with store.session() as session:
-        rows = session.execute(
-            sa_select(
-                col(CacheEntry.task),
-                func.count(),
-                func.sum(func.length(CacheEntry.output)),
-                func.max(CacheEntry.created_at),
-            )
-            .group_by(CacheEntry.task)
-            .order_by(col(CacheEntry.task))
-        ).all()
-        versions: dict[str, list[str]] = {}
-        for task_name, version in session.execute(
-            sa_select(col(CacheEntry.task), col(CacheEntry.cache_version)).distinct()
-        ):
-            versions.setdefault(task_name, []).append(version)
+    db = reader_for(source)
+    rows = db.rows(
+        "SELECT task, COUNT(*), SUM(LENGTH(output)), MAX(created_at) FROM cacheentry GROUP BY task ORDER BY task"
+    )
+    versions: dict[str, list[str]] = {}
+    for task_name, version in db.rows("SELECT DISTINCT task, cache_version FROM cacheentry"):
+        versions.setdefault(task_name, []).append(version)
     return [
         CacheSummary(task, int(count), sorted(versions[task]), int(size or 0), float(newest))
         for task, count, size, newest in rows
     ]
 
 
-def clear_cache(store: Store, task: str | None) -> int:
+def clear_cache(source: Source, task: str | None) -> int:
     """Delete the cached results of one task (None: of every task); how many were removed."""
-    with store.session() as session:
-        stmt = delete(CacheEntry)
-        if task is not None:
-            stmt = stmt.where(col(CacheEntry.task) == task)
-        removed = int(session.exec(stmt).rowcount)
-        session.commit()
-    return removed
+    db = reader_for(source)
+    if task is None:
+        return db.execute("DELETE FROM cacheentry")
+    return db.execute("DELETE FROM cacheentry WHERE task = :task", {"task": task})

@@ -2,15 +2,13 @@
 record the outcome. Also the callable `@nf.workflow`: calling a workflow outside a workflow
 body runs it here (the graph side, `_workflow`, only builds).
 
-While it runs, the run row gets a heartbeat every few seconds, so a reader can tell a run whose
-process died and freeze its duration at the last beat. A run stopped by Ctrl-C or by
-`nimflow kill` (SIGTERM) is recorded as cancelled, with its running nodes, and says which.
+While it runs, nimflow._liveness beats its heartbeat and watches for Ctrl-C and `nimflow kill`
+(SIGTERM); a run stopped by either is recorded as cancelled, with its running nodes, and says which.
 """
 
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import os
@@ -19,13 +17,12 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import anyio
-import anyio.abc
 import anyio.to_thread
 
 from nimflow import _serialize
@@ -33,11 +30,12 @@ from nimflow._artifacts import record_artifact_outputs, record_lineage, resolve_
 from nimflow._context import bind_run
 from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
 from nimflow._graph import current_builder
+from nimflow._liveness import CTRL_C, Stop, heartbeat, quiet_gc, watch_signals
 from nimflow._recorder import ItemFailure, NodeState
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
 from nimflow._store import Run, Store
-from nimflow._workers import Workers, shared_caps
+from nimflow._workers import Workers, share_maps, shared_caps
 from nimflow._workflow import WorkflowSpec
 
 if TYPE_CHECKING:
@@ -52,10 +50,6 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 log = logging.getLogger("nimflow")
-
-HEARTBEAT_SECONDS = 2.0
-CTRL_C = "cancelled (Ctrl-C)"
-KILLED = "cancelled by nimflow kill"
 
 
 @dataclass
@@ -140,7 +134,7 @@ def run(
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
-        with _quiet_gc():
+        with quiet_gc():
             return anyio.run(
                 functools.partial(
                     _execute,
@@ -190,14 +184,6 @@ async def arun(
     )
 
 
-@dataclass
-class _Stop:
-    """Why the run was stopped from outside, once it was."""
-
-    reason: str | None = None
-    signum: int | None = None
-
-
 async def _execute(
     wf: WorkflowSpec[..., Any],
     given: Mapping[str, Any],
@@ -213,12 +199,18 @@ async def _execute(
 ) -> RunResult:
     if workers < 1:
         raise UserInputError(f"workers must be 1 or more, not {workers}.")
+    if workers > 1 and not use_cache:
+        # Workers share a map's items through claims on cache keys, which a run that recomputes
+        # everything does not take: each worker would compute every item again.
+        log.warning("--workers needs the cache (it shares items through it): --no-cache runs in one process")
+        workers = 1
     own_store = store is None
     store = store or Store.open()
     try:
         resolved, consumed = resolve_artifact_inputs(wf, given, store)  # artifact.query() inputs
         values = validate_inputs(wf, resolved)
         graph = wf.build()
+        share_maps(graph, workers)
         envs = {node.task.actor.name: node.task.actor for node in graph if node.task.actor is not None}
         if servers:
             _check_servers(servers, envs.values())
@@ -245,7 +237,7 @@ async def _execute(
     result = RunResult(
         run_id=run_id, status=Status.RUNNING, outputs=None, nodes=list(scheduler.states.values())
     )
-    stop = _Stop()
+    stop = Stop()
     pool: Workers | None = None
     try:
         async with AsyncExitStack() as stack:
@@ -262,10 +254,12 @@ async def _execute(
             stack.enter_context(bind_run(run_id, store))
             try:
                 async with anyio.create_task_group() as tg:
-                    tg.start_soon(_heartbeat, store, row)
+                    tg.start_soon(heartbeat, store, row)
                     tg.start_soon(scheduler.cache.keep_claims)
                     if handle_signals:
-                        await tg.start(_watch_signals, tg.cancel_scope, stop)
+                        await tg.start(watch_signals, tg.cancel_scope, stop)
+                    if pool is not None:  # started first, this process would claim every item
+                        await anyio.to_thread.run_sync(pool.ready, abandon_on_cancel=True)
                     result.outputs = await scheduler.execute()
                     if pool is not None:
                         for error in await anyio.to_thread.run_sync(pool.wait, abandon_on_cancel=True):
@@ -329,42 +323,6 @@ def _actor_session(
 
     # The pool takes each value as it is: a server spec string or an override object.
     return ActorSession(store, servers or {}, console=console)  # type: ignore[arg-type]
-
-
-async def _heartbeat(store: Store, row: Run) -> None:
-    """Every few seconds the run row says the run is alive (through the writer thread)."""
-    while True:
-        await anyio.sleep(HEARTBEAT_SECONDS)
-        row.heartbeat_at = time.time()
-        store.writer.update(Run, row.id, {"heartbeat_at": row.heartbeat_at})
-
-
-async def _watch_signals(
-    scope: anyio.CancelScope, stop: _Stop, *, task_status: anyio.abc.TaskStatus[None]
-) -> None:
-    """Ctrl-C and SIGTERM (what `nimflow kill` sends) cancel the run, and say which it was."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for signum in signals:
-            stop.signum = signum
-            stop.reason = CTRL_C if signum == signal.SIGINT else KILLED
-            scope.cancel()
-            return
-
-
-@contextmanager
-def _quiet_gc() -> Iterator[None]:
-    """Keep the collector off the objects that exist before the run (the imported SDKs and
-    their type adapters: some 200,000), and let it run less often during it. Full collections
-    walking those objects were a third of the CPU a model call costs the engine."""
-    thresholds = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def _close(store: Store, row: Run, own_store: bool) -> None:

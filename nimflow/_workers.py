@@ -5,10 +5,15 @@ on stdin. It builds the same graph and runs it under claims of its own (owner `<
 the run's process and its workers split each cached map chunk by chunk, as cooperating runs do;
 the run's process then finds the workers' items in the cache. A worker writes the rows of the
 items it computed, under the run's id, and nothing else: one run row, one progress display, one
-summary. Uncached nodes run in every process (their values feed the cached maps downstream).
+summary. A worker runs only the cached maps and the nodes they depend on (uncached ones run in
+every process: their values feed the maps); what comes after them runs in the run's process
+alone, since it may write rows or files that must be written once.
 
 The workers route to the same actor servers; each process gets 1/N of every actor's in-flight cap
-per replica, so the cap holds across them. A worker that fails or dies costs nothing but time:
+per replica, so the cap holds across them, and 1/N of each map's concurrency, so that no process
+claims more of a map's items than it can run at once. The run's process starts computing once its
+workers are ready (or after READY_SECONDS): started first, it would claim a whole map before
+they had loaded the workflow. A worker that fails or dies costs nothing but time:
 its leases are released or expire, and the run's process takes its items over.
 """
 
@@ -19,9 +24,11 @@ import inspect
 import json
 import os
 import pickle
+import select
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AsyncExitStack, contextmanager
 from typing import IO, Any
@@ -33,14 +40,16 @@ from nimflow._context import bind_run
 from nimflow._exceptions import UserInputError
 from nimflow._graph import Graph
 from nimflow._loader import load_module, workflows_in
-from nimflow._scheduler import Scheduler
+from nimflow._scheduler import DEFAULT_ASYNC_CONCURRENCY, DEFAULT_THREADS, Scheduler
 from nimflow._store import Store
 from nimflow._task import TaskSpec
 from nimflow._workflow import WorkflowSpec
 
-__all__ = ["Workers", "shared_caps"]
+__all__ = ["Workers", "share_maps", "shared_caps"]
 
 DEFAULT_MAX_IN_FLIGHT = 256  # an actor's per-replica cap when it sets none (as the pool's)
+READY = b"nimflow-worker-ready\n"  # what a worker prints on stdout just before it computes
+READY_SECONDS = 60.0  # how long the run's process waits for its workers before it starts anyway
 
 
 class Workers:
@@ -80,7 +89,7 @@ class Workers:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "nimflow._workers"],
                 stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
             )
@@ -89,6 +98,17 @@ class Workers:
             proc.stdin.close()
             procs.append((proc, log))
         return cls(procs)
+
+    def ready(self, timeout: float = READY_SECONDS) -> None:
+        """Block until every worker is about to compute (or has exited, or `timeout` passed)."""
+        deadline = time.monotonic() + timeout
+        waiting = {proc.stdout.fileno(): proc.stdout for proc, _ in self._procs if proc.stdout is not None}
+        while waiting and (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select(list(waiting), [], [], left)
+            for fd in readable:
+                line = waiting[fd].readline()  # what a workflow file prints on import is skipped
+                if line in (READY, b""):  # ready, or exited (wait() reports why)
+                    waiting.pop(fd).close()
 
     def wait(self) -> list[str]:
         """Wait for every worker; what those that failed said on stderr (the end of it)."""
@@ -105,6 +125,30 @@ class Workers:
         for proc, _ in self._procs:
             if proc.poll() is None:
                 proc.terminate()
+
+
+def worker_graph(graph: Graph[TaskSpec[..., Any]]) -> Graph[TaskSpec[..., Any]]:
+    """The part of the graph a worker runs: the cached maps and their upstream nodes."""
+    by_id = {node.id: node for node in graph}
+    needed: set[str] = set()
+    todo = [node.id for node in graph if node.is_map and node.task.cache]
+    while todo:
+        node_id = todo.pop()
+        if node_id not in needed:
+            needed.add(node_id)
+            todo.extend(by_id[node_id].upstream)
+    return Graph(nodes=[node for node in graph if node.id in needed], output=None)
+
+
+def share_maps(graph: Graph[TaskSpec[..., Any]], workers: int) -> None:
+    """Each of `workers` processes runs 1/workers of every cached map's concurrency (the scheduler
+    claims a map's items in chunks of about that size); uncached maps run whole in every process."""
+    if workers <= 1:
+        return
+    for node in graph:
+        if node.is_map and node.task.cache:
+            default = DEFAULT_ASYNC_CONCURRENCY if node.task.is_async else DEFAULT_THREADS
+            node.concurrency = max(1, (node.concurrency or default) // workers)
 
 
 @contextmanager
@@ -134,7 +178,8 @@ async def _work(spec: dict[str, Any]) -> None:
         name: _serialize.validate(value, wf.input_hints[name], f"workflow input {name!r}")
         for name, value in spec["inputs"].items()
     }
-    graph = wf.build()
+    graph = worker_graph(wf.build())
+    share_maps(graph, spec["workers"])
     servers = pickle.loads(base64.b64decode(spec["servers"]))
     run_id = spec["run_id"]
     store = Store.open()
@@ -151,12 +196,23 @@ async def _work(spec: dict[str, Any]) -> None:
             scheduler = Scheduler(
                 graph, run_id, store, values, read_cache=spec["use_cache"], resources=actors, owner=owner
             )
+            _say_ready()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(scheduler.cache.keep_claims)
                 await scheduler.execute()
                 tg.cancel_scope.cancel()
     finally:
         store.close()
+
+
+def _say_ready() -> None:
+    """Tell the run's process, then send what user code prints to nowhere (nobody reads the pipe
+    from now on: a full one would block the worker)."""
+    sys.stdout.flush()
+    os.write(1, READY)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.close(devnull)
 
 
 def main() -> None:

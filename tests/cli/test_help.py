@@ -41,3 +41,21 @@ def test_nimflow_help_lists_commands_in_the_order_they_are_used(capsys: Any) -> 
     ]  # fmt: skip
     ours = out.split("Commands:")[1].split("fake-server")[0].splitlines()
     assert not [line for line in ours if line.rstrip().endswith("...")]  # the short helps fit
+
+
+def test_the_listed_summary_of_a_lazy_command_is_its_own() -> None:
+    from nimflow import cli
+
+    for name, (_module, _attribute, summary) in cli._LAZY.items():
+        assert cli._lazy_command(name).get_short_help_str(1000) == summary, name
+
+
+def test_nimflow_help_loads_none_of_the_lazy_commands() -> None:
+    import subprocess
+    import sys
+
+    script = "import sys\nfrom nimflow.cli import invoke\ninvoke(['--help'])\n" + (
+        "print(sorted({m for m, *_ in __import__('nimflow.cli').cli._LAZY.values()} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
