@@ -215,7 +215,7 @@ class Scheduler:
                 positions = pending[start : start + size]
                 start += size
                 taken = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
-                if queue.starved():
+                if start > size and queue.starved():  # not the first: workers wait for that one anyway
                     size = min(size * 2, CLAIM_CHUNK_MAX)
                 queue.put([p for p in positions if keys[p] in taken])
                 deferred.extend(p for p in positions if keys[p] not in taken)
