@@ -50,7 +50,6 @@ PER_STORE = {
     "core/test_runner.py::test_retries_are_attempted_and_recorded",
     "core/test_runner.py::test_a_failing_task_keeps_finished_siblings_cached_and_skips_downstream",
     "core/test_runner.py::test_a_large_sync_and_async_map_records_every_item",
-    "core/test_runner.py::test_tasks_can_write_their_own_tables_beside_the_run",
     "cli/test_history.py",
 }
 
