@@ -13,7 +13,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -36,6 +37,10 @@ DEFAULT_THREADS = 16
 # A worker thread runs the first tries of sync map items back to back for up to this long before
 # handing back to the event loop: fast sync tasks then cost one thread hop per slice, not per item.
 SYNC_SLICE_SECONDS = 0.02
+
+# Keys claimed at a time, a chunk ahead of the workers: the first chunk at most CLAIM_CHUNK, grown up
+# to CLAIM_CHUNK_MAX while claiming cannot keep up with the tasks (see _claimed).
+CLAIM_CHUNK, CLAIM_CHUNK_MAX = 500, 4_000
 
 # Waiting for items another run holds: poll the cache from the first to the second, doubling.
 POLL_SECONDS = (0.05, 1.0)
@@ -171,7 +176,7 @@ class Scheduler:
             resources = await self._acquire(spec)
             run = functools.partial(self._work, node, calls, outcomes, keys, resources)
             if keys is None or not cache.claims:
-                await run(iter(pending), len(pending))
+                await run(_Queue(pending), len(pending))
             else:
                 try:
                     await self._claimed(node, calls, outcomes, keys, pending, run)
@@ -187,26 +192,39 @@ class Scheduler:
         outcomes: list[Outcome | None],
         keys: list[str],
         pending: list[int],
-        run: Callable[[Iterator[int], int], Awaitable[None]],
+        run: Callable[[_Queue, int], Awaitable[None]],
     ) -> None:
         """The pending calls of a cached task, under claims: first those no other run holds (claimed
         chunk by chunk as the workers need them), then those others held: found in the cache once
         stored there, or taken over once their claimer let them go (it died, or failed them)."""
         state, cache = self.states[node.id], self.cache
-        chunk = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), 500)
         deferred: list[int] = []
+        # The first chunk is what the node's workers take at once; a chunk ahead is claimed as soon
+        # as the one before starts to be taken.
+        chunk = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), CLAIM_CHUNK)
+        queue = _Queue(low=chunk)
 
-        def unclaimed() -> Iterator[int]:  # runs under the queue's lock, in whichever thread takes
-            for start in range(0, len(pending), chunk):
-                positions = pending[start : start + chunk]
-                taken = cache.take([keys[p] for p in positions])
-                for position in positions:
-                    if keys[position] in taken:
-                        yield position
-                    else:
-                        deferred.append(position)
+        async def claim_ahead() -> None:
+            # Claims are database round trips: taken in a worker thread, a chunk ahead of the
+            # workers, so no worker waits for the database between two items. Workers left idle
+            # while a chunk was claimed (tasks faster than claiming) make the next chunk twice as
+            # big: fewer, larger statements, up to a bound that leaves most of a big map free for
+            # cooperating processes.
+            size, start = chunk, 0
+            while start < len(pending):
+                positions = pending[start : start + size]
+                start += size
+                taken = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
+                if start > size and queue.starved():  # not the first: workers wait for that one anyway
+                    size = min(size * 2, CLAIM_CHUNK_MAX)
+                queue.put([p for p in positions if keys[p] in taken])
+                deferred.extend(p for p in positions if keys[p] not in taken)
+                await queue.running_low()
+            queue.close()
 
-        await run(unclaimed(), len(pending))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(claim_ahead)
+            await run(queue, len(pending))
         backoff = POLL_SECONDS[0]
         while deferred:
             waiting, deferred = deferred, []
@@ -223,7 +241,7 @@ class Scheduler:
             deferred = [p for p in rest if keys[p] not in taken]
             if mine:
                 state.taken_over += len(mine)
-                await run(iter(mine), len(mine))
+                await run(_Queue(mine), len(mine))
                 backoff = POLL_SECONDS[0]
             elif deferred:
                 await anyio.sleep(backoff)
@@ -262,13 +280,13 @@ class Scheduler:
         outcomes: list[Outcome | None],
         keys: list[str] | None,
         resources: TaskResources | None,
-        positions: Iterator[int],
+        queue: _Queue,
         count: int,
     ) -> None:
-        """Runs the calls at `positions` (at most `count`) on the node's workers, and records each as it finishes."""
+        """Runs the calls of the positions in `queue` (at most `count`) on the node's workers, and
+        records each as it finishes."""
         spec, recorder, cache = node.task, self.recorder, self.cache
         encode = encoder(spec)
-        queue = _Queue(positions)
 
         def next_call() -> tuple[int, Call] | None:
             position = queue.take()
@@ -277,6 +295,7 @@ class Scheduler:
             return position, Call(spec, calls[position], resources, encode)
 
         def finished(position: int, outcome: Outcome) -> None:
+            queue.finished_one()
             outcomes[position] = outcome
             key = keys[position] if keys else None
             if outcome.output_json is not None and key is not None:
@@ -292,9 +311,9 @@ class Scheduler:
         async with anyio.create_task_group() as tg:
             for _ in range(min(concurrency, count)):
                 if spec.is_async or spec.timeout is not None:
-                    tg.start_soon(self._async_worker, next_call, finished)
+                    tg.start_soon(self._async_worker, next_call, finished, queue)
                 else:
-                    tg.start_soon(self._sync_worker, next_call, finished, queue.stop)
+                    tg.start_soon(self._sync_worker, next_call, finished, queue)
 
     async def _acquire(self, spec: TaskSpec[..., Any]) -> TaskResources | None:
         if spec.actor is None or self._resources is None:
@@ -305,8 +324,14 @@ class Scheduler:
         self,
         next_call: Callable[[], tuple[int, Call] | None],
         finished: Callable[[int, Outcome], None],
+        queue: _Queue,
     ) -> None:
-        while (taken := next_call()) is not None:
+        while True:
+            taken = next_call()
+            if taken is None:
+                if await queue.more():
+                    continue
+                return
             position, call = taken
             finished(position, await attempt(call, limiter=self._threads))
 
@@ -314,7 +339,7 @@ class Scheduler:
         self,
         next_call: Callable[[], tuple[int, Call] | None],
         finished: Callable[[int, Outcome], None],
-        stop_taking: Callable[[], None],
+        queue: _Queue,
     ) -> None:
         while True:
             try:
@@ -324,9 +349,11 @@ class Scheduler:
                     _sync_slice, next_call, abandon_on_cancel=True, limiter=self._threads
                 )
             except anyio.get_cancelled_exc_class():
-                stop_taking()  # the abandoned slice takes no further calls
+                queue.stop()  # the abandoned slice takes no further calls
                 raise
             if not done:
+                if await queue.more():
+                    continue
                 return
             for position, call, outcome in done:
                 if not settled(call, outcome):  # a failed first try with retries left
@@ -335,19 +362,66 @@ class Scheduler:
 
 
 class _Queue:
-    """The positions still to run, taken by the event loop and by sync slices in worker threads."""
+    """The positions still to run: taken by the event loop and by sync slices in worker threads,
+    given all at once or put a chunk at a time (from the event loop) by the claims ahead."""
 
-    def __init__(self, positions: Iterator[int]) -> None:
-        self._positions = positions
+    def __init__(self, positions: Iterable[int] = (), *, low: int | None = None) -> None:
+        self._ready = deque(positions)
         self._lock = threading.Lock()
+        self._open = low is not None  # more positions may be put until close()
+        self._low = low or 0
+        self._changed = anyio.Event()  # set (and replaced) when positions are put or the queue closes
+        self._drained = anyio.Event()
+        self._waiting = 0  # workers in more()
 
     def take(self) -> int | None:
+        """The next position, or None when none is ready now (see more())."""
         with self._lock:
-            return next(self._positions, None)
+            return self._ready.popleft() if self._ready else None
+
+    def put(self, positions: list[int]) -> None:
+        with self._lock:
+            self._ready.extend(positions)
+        self._wake()
+
+    def close(self) -> None:
+        self._open = False
+        self._wake()
 
     def stop(self) -> None:
         with self._lock:
-            self._positions = iter(())
+            self._ready.clear()
+            self._open = False
+
+    async def more(self) -> bool:
+        """Wait until a position is ready (True) or none will ever be (False)."""
+        self._waiting += 1
+        try:
+            while not self._ready and self._open:
+                await self._changed.wait()
+        finally:
+            self._waiting -= 1
+        return bool(self._ready)
+
+    async def running_low(self) -> None:
+        """Wait until fewer than `low` positions are ready."""
+        while len(self._ready) >= self._low and self._open:
+            self._drained = anyio.Event()
+            await self._drained.wait()
+
+    def starved(self) -> bool:
+        """Whether workers are waiting for positions."""
+        return self._waiting > 0
+
+    def finished_one(self) -> None:
+        """Called on the event loop as each call finishes (takers may be threads, which cannot
+        set an event): wakes running_low() once the ready positions run low."""
+        if len(self._ready) < self._low:
+            self._drained.set()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
 
 
 def _sync_slice(next_call: Callable[[], tuple[int, Call] | None]) -> list[tuple[int, Call, Outcome]]:

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel
 
 _CHUNK = 500  # bound on parameters per IN (...)
@@ -39,7 +41,18 @@ def save_results(
             changed.append(row)
             existing[key] = row
     if new:  # one multi-row INSERT: building ORM objects per row cost more than the run itself
-        db.execute(insert(t), new)
+        db.execute(_insert_if_absent(db, t), new)
     for row in changed:
         db.execute(update(t).where(*(t.c[k] == row[k] for k in keys)).values(**row))
     return len(new) + len(changed)
+
+
+def _insert_if_absent(db: Session, t: Any) -> Any:
+    """INSERT that skips keys present by now: another process saving the same key between our
+    lookup and our insert must not fail the run (its row, as fresh as ours, stays)."""
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        return pg_insert(t).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite_insert(t).on_conflict_do_nothing()
+    return insert(t)
