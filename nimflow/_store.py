@@ -97,6 +97,12 @@ class Store:
         if self._writer is not None:
             self.guarded(self._writer.flush)
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def close(self) -> None:
         with self._lock:
             writer, self._writer = self._writer, None

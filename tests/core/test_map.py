@@ -80,8 +80,7 @@ def test_failed_items_become_none_when_the_ratio_allows() -> None:
         (3, "ValueError: odd input 3"),
     ]
     assert "raise ValueError" in result.failures[0].traceback
-    store = Store.open()
-    with store.session() as session:
+    with Store.open() as store, store.session() as session:
         query = select(TaskRun).where(TaskRun.run_id == result.run_id, col(TaskRun.item).is_not(None))
         rows = session.exec(query).all()
     statuses = sorted((r.item, r.status) for r in rows)

@@ -45,7 +45,7 @@ def after(x: int) -> int:
 
 
 def _rows(run_id: str) -> list[TaskRun]:
-    with Store.open().session() as session:
+    with Store.open() as store, store.session() as session:
         return list(session.exec(select(TaskRun).where(TaskRun.run_id == run_id).order_by(col(TaskRun.id))))
 
 
@@ -88,7 +88,7 @@ def test_a_failing_task_keeps_finished_siblings_cached_and_skips_downstream() ->
     assert rows["good"].status == "succeeded"
     assert rows["boom"].status == "failed" and 'raise RuntimeError("boom at "' in (rows["boom"].error or "")
     assert rows["after"].status == "skipped"
-    with Store.open().session() as session:
+    with Store.open() as store, store.session() as session:
         run = session.get(Run, info.value.run_id)
     assert run is not None and run.status == "failed" and "boom at 2" in (run.error or "")
     # The sibling's result was kept: a second run does not compute it again.
@@ -103,7 +103,7 @@ def test_runs_are_recorded_with_inputs_and_outputs(nimflow_home: Path) -> None:
         return good(x=x)  # type: ignore[no-any-return]
 
     result = nf.run(wf, x=4)
-    with Store.open().session() as session:
+    with Store.open() as store, store.session() as session:
         run = session.get(Run, result.run_id)
     assert run is not None
     assert (run.status, run.inputs, run.outputs) == ("succeeded", '{"x":4}', "40")
