@@ -1,4 +1,5 @@
-"""Sending one Batch request through an actor's client, and ``batch()`` for use in an actor task.
+"""Sending one Batch request through an actor's client, and ``batch()`` for use in an actor task
+(also ``nf.llm.batch``), which stores each answer in the result cache as it arrives.
 
 A server's answer is the request's response, whatever its status (a 4xx is the caller's to
 see, as in the Batch API, and is not retried). What the transport could not get answered
