@@ -8,9 +8,12 @@ Batch API and of ``vllm run-batch``.
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -86,13 +89,12 @@ def models_of(requests: Iterable[Request], into: dict[str, None]) -> None:
 
 def validate_file(path: Path, models: dict[str, None] | None = None) -> tuple[int, list[str]]:
     """One streaming pass over the file: (number of requests, problems). Duplicate custom_ids are
-    named with all their lines; memory holds one short digest per custom_id, not the requests.
-    The models the bodies name are collected into ``models``."""
+    named with all their lines. The custom_ids go to an on-disk index (a temporary SQLite file),
+    so memory stays flat whatever the number of lines. The models the bodies name are collected
+    into ``models``."""
     problems: list[str] = []
-    first_line: dict[bytes, int] = {}
-    duplicates: dict[bytes, tuple[str, list[int]]] = {}
     count = 0
-    with open_input(path) as handle:
+    with open_input(path) as handle, _IdIndex(path.parent) as index:
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -103,14 +105,72 @@ def validate_file(path: Path, models: dict[str, None] | None = None) -> tuple[in
             count += 1
             if models is not None:
                 models_of([checked], models)
-            digest = hashlib.blake2b(checked.custom_id.encode(), digest_size=12).digest()
-            seen = first_line.setdefault(digest, number)
-            if seen != number:
-                entry = duplicates.setdefault(digest, (checked.custom_id, [seen]))
-                entry[1].append(number)
-    for custom_id, numbers in duplicates.values():
-        problems.append(f"custom_id {custom_id!r} appears on lines {', '.join(map(str, numbers))}")
+            index.add(checked.custom_id, number)
+        room = max(_SHOWN - len(problems), 1)  # what the error message lists, the count last
+        shown, total = index.duplicates(room)
+        if total > room:
+            shown = shown[: room - 1]
+        problems.extend(
+            f"custom_id {custom_id!r} appears on lines {', '.join(map(str, lines))}" for custom_id, lines in shown
+        )
+        if total > len(shown):
+            problems.append(f"{total - len(shown)} more custom_id(s) appear on several lines")
     return count, problems
+
+
+class _IdIndex:
+    """custom_ids and their lines in a temporary SQLite file beside the input (or in the temp
+    folder when that is not writable): a dict of 1M ids would cost ~100 MB."""
+
+    _BATCH = 5_000
+
+    def __init__(self, folder: Path) -> None:
+        try:
+            fd, name = tempfile.mkstemp(prefix=".nimflow-ids.", suffix=".sqlite", dir=folder)
+        except OSError:
+            fd, name = tempfile.mkstemp(prefix="nimflow-ids.", suffix=".sqlite")
+        os.close(fd)
+        self._path = Path(name)
+        self._db = sqlite3.connect(name)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA cache_size=-8000")  # 8 MB of pages at most
+        self._db.execute("CREATE TABLE ids (custom_id TEXT NOT NULL, line INTEGER NOT NULL)")
+        self._pending: list[tuple[str, int]] = []
+
+    def __enter__(self) -> _IdIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.close()
+        self._path.unlink(missing_ok=True)
+
+    def add(self, custom_id: str, line: int) -> None:
+        self._pending.append((custom_id, line))
+        if len(self._pending) >= self._BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self._db.executemany("INSERT INTO ids VALUES (?, ?)", self._pending)
+        self._pending.clear()
+
+    def duplicates(self, limit: int) -> tuple[list[tuple[str, list[int]]], int]:
+        """The first ``limit`` custom_ids given more than once (with their lines), and how many
+        custom_ids are given more than once."""
+        self._flush()
+        self._db.execute(
+            "CREATE TABLE twice AS SELECT custom_id, min(line) AS first FROM ids "
+            "GROUP BY custom_id HAVING count(*) > 1"
+        )
+        (total,) = self._db.execute("SELECT count(*) FROM twice").fetchone()
+        shown = []
+        for custom_id, lines in self._db.execute(
+            "SELECT t.custom_id, group_concat(i.line) FROM (SELECT * FROM twice ORDER BY first LIMIT ?) t "
+            "JOIN ids i ON i.custom_id = t.custom_id GROUP BY t.custom_id ORDER BY t.first",
+            (limit,),
+        ):
+            shown.append((str(custom_id), sorted(int(n) for n in str(lines).split(","))))
+        return shown, int(total)
 
 
 def problems_error(path: Path, problems: list[str]) -> UserInputError:
@@ -159,12 +219,18 @@ def unsupported_error(request: Request) -> dict[str, Any]:
 
 class AtomicWriter:
     """Lines written to a temporary file beside ``path``, renamed over it on ``commit()``: the
-    output is never seen half-written, and a failed run leaves the previous file as it was."""
+    output is never seen half-written, and a failed run leaves the previous file as it was.
+
+    The writer holds a lock on its temporary file while it lives, so the next writer of the same
+    path removes the temporary files of writers that died (``kill -9``) and leaves a running
+    one's alone."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(path)
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel when this process ends
         self._temp = Path(temp)
         self._file = os.fdopen(fd, "w", encoding="utf-8")
         self.lines = 0
@@ -184,3 +250,19 @@ class AtomicWriter:
         if not self._file.closed:
             self._file.close()
         self._temp.unlink(missing_ok=True)
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove the temporary files of dead writers of ``path`` (their lock is gone)."""
+    for temp in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
+        try:
+            fd = os.open(temp, os.O_RDONLY)
+        except OSError:
+            continue  # removed meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        finally:
+            os.close(fd)
+        temp.unlink(missing_ok=True)

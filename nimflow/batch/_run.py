@@ -9,6 +9,7 @@ a dead server) finds the stored answers and sends only the rest.
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import time
@@ -38,6 +39,7 @@ from ._send import send
 ACTOR = "batch"
 TASK = "nimflow.batch.request"
 CHUNK = 10_000
+CHUNK_TTL = 120.0  # seconds a server waits for the next chunk of a batch
 _USAGE = "use fake, endpoint:URL, vllm:MODEL, nim:IMAGE or container:IMAGE"
 
 
@@ -168,10 +170,25 @@ def _answer_chunk(
         position += 1
 
 
-def _chunks(requests: Iterable[Request], size: int) -> Iterator[list[Request]]:
+def _chunks(requests: Iterable[Request], size: int) -> Iterator[tuple[list[Request], bool]]:
+    """Chunks of ``size`` requests, each with whether it is the last (one request read ahead)."""
     iterator = iter(requests)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+    chunk = list(itertools.islice(iterator, size))
+    while chunk:
+        ahead = list(itertools.islice(iterator, 1))
+        yield chunk, not ahead
+        chunk = ahead + list(itertools.islice(iterator, size - 1))
+
+
+def _between_chunks(env: nf.ActorEnvironment) -> nf.ActorEnvironment:
+    """The environment of the chunks before the last: a batch with ttl 0 stops its server at the
+    end of the whole batch, not after every chunk, so those keep it warm for the next chunk (and
+    the janitor stops it ``CHUNK_TTL`` seconds after a run that was killed)."""
+    if env.ttl_seconds >= CHUNK_TTL:
+        return env
+    warm = copy.copy(env)
+    warm.ttl_seconds = CHUNK_TTL
+    return warm
 
 
 def run_lines(
@@ -187,9 +204,10 @@ def run_lines(
     """Output lines for checked requests, chunk by chunk, in input order."""
     summary = summary if summary is not None else BatchSummary()
     started = time.monotonic()
-    for chunk in _chunks(requests, chunk_size):
+    warm = _between_chunks(env)
+    for chunk, last in _chunks(requests, chunk_size):
         yield from _answer_chunk(
-            chunk, env, summary, concurrency=concurrency, use_cache=use_cache, progress=progress
+            chunk, env if last else warm, summary, concurrency=concurrency, use_cache=use_cache, progress=progress
         )
         summary.seconds = time.monotonic() - started
 
