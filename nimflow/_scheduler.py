@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -29,6 +27,7 @@ from nimflow._result_cache import ResultCache, encoder
 from nimflow._status import Status
 from nimflow._store import Cached, Store
 from nimflow._task import TaskSpec
+from nimflow._work_queue import WorkQueue
 
 __all__ = ["Scheduler"]
 
@@ -176,7 +175,7 @@ class Scheduler:
             resources = await self._acquire(spec)
             run = functools.partial(self._work, node, calls, outcomes, keys, resources)
             if keys is None or not cache.claims:
-                await run(_Queue(pending), len(pending))
+                await run(WorkQueue(pending), len(pending))
             else:
                 try:
                     await self._claimed(node, calls, outcomes, keys, pending, run)
@@ -192,7 +191,7 @@ class Scheduler:
         outcomes: list[Outcome | None],
         keys: list[str],
         pending: list[int],
-        run: Callable[[_Queue, int], Awaitable[None]],
+        run: Callable[[WorkQueue, int], Awaitable[None]],
     ) -> None:
         """The pending calls of a cached task, under claims: first those no other run holds (claimed
         chunk by chunk as the workers need them), then those others held: found in the cache once
@@ -202,7 +201,7 @@ class Scheduler:
         # The first chunk is what the node's workers take at once; a chunk ahead is claimed as soon
         # as the one before starts to be taken.
         chunk = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), CLAIM_CHUNK)
-        queue = _Queue(low=chunk)
+        queue = WorkQueue(low=chunk)
 
         async def claim_ahead() -> None:
             # Claims are database round trips: taken in a worker thread, a chunk ahead of the
@@ -241,7 +240,7 @@ class Scheduler:
             deferred = [p for p in rest if keys[p] not in taken]
             if mine:
                 state.taken_over += len(mine)
-                await run(_Queue(mine), len(mine))
+                await run(WorkQueue(mine), len(mine))
                 backoff = POLL_SECONDS[0]
             elif deferred:
                 await anyio.sleep(backoff)
@@ -280,7 +279,7 @@ class Scheduler:
         outcomes: list[Outcome | None],
         keys: list[str] | None,
         resources: TaskResources | None,
-        queue: _Queue,
+        queue: WorkQueue,
         count: int,
     ) -> None:
         """Runs the calls of the positions in `queue` (at most `count`) on the node's workers, and
@@ -324,7 +323,7 @@ class Scheduler:
         self,
         next_call: Callable[[], tuple[int, Call] | None],
         finished: Callable[[int, Outcome], None],
-        queue: _Queue,
+        queue: WorkQueue,
     ) -> None:
         while True:
             taken = next_call()
@@ -339,7 +338,7 @@ class Scheduler:
         self,
         next_call: Callable[[], tuple[int, Call] | None],
         finished: Callable[[int, Outcome], None],
-        queue: _Queue,
+        queue: WorkQueue,
     ) -> None:
         while True:
             try:
@@ -359,69 +358,6 @@ class Scheduler:
                 if not settled(call, outcome):  # a failed first try with retries left
                     outcome = await attempt(call, outcome, limiter=self._threads)
                 finished(position, outcome)
-
-
-class _Queue:
-    """The positions still to run: taken by the event loop and by sync slices in worker threads,
-    given all at once or put a chunk at a time (from the event loop) by the claims ahead."""
-
-    def __init__(self, positions: Iterable[int] = (), *, low: int | None = None) -> None:
-        self._ready = deque(positions)
-        self._lock = threading.Lock()
-        self._open = low is not None  # more positions may be put until close()
-        self._low = low or 0
-        self._changed = anyio.Event()  # set (and replaced) when positions are put or the queue closes
-        self._drained = anyio.Event()
-        self._waiting = 0  # workers in more()
-
-    def take(self) -> int | None:
-        """The next position, or None when none is ready now (see more())."""
-        with self._lock:
-            return self._ready.popleft() if self._ready else None
-
-    def put(self, positions: list[int]) -> None:
-        with self._lock:
-            self._ready.extend(positions)
-        self._wake()
-
-    def close(self) -> None:
-        self._open = False
-        self._wake()
-
-    def stop(self) -> None:
-        with self._lock:
-            self._ready.clear()
-            self._open = False
-
-    async def more(self) -> bool:
-        """Wait until a position is ready (True) or none will ever be (False)."""
-        self._waiting += 1
-        try:
-            while not self._ready and self._open:
-                await self._changed.wait()
-        finally:
-            self._waiting -= 1
-        return bool(self._ready)
-
-    async def running_low(self) -> None:
-        """Wait until fewer than `low` positions are ready."""
-        while len(self._ready) >= self._low and self._open:
-            self._drained = anyio.Event()
-            await self._drained.wait()
-
-    def starved(self) -> bool:
-        """Whether workers are waiting for positions."""
-        return self._waiting > 0
-
-    def finished_one(self) -> None:
-        """Called on the event loop as each call finishes (takers may be threads, which cannot
-        set an event): wakes running_low() once the ready positions run low."""
-        if len(self._ready) < self._low:
-            self._drained.set()
-
-    def _wake(self) -> None:
-        self._changed.set()
-        self._changed = anyio.Event()
 
 
 def _sync_slice(next_call: Callable[[], tuple[int, Call] | None]) -> list[tuple[int, Call, Outcome]]:
