@@ -141,7 +141,7 @@ def _plan_ray(
     )
     if not runs_on_ray(spec):
         base["notes"].append(
-            f"a Ray placement runs NIM, VLLM and LocalProcess servers, not {spec.describe()}"
+            f"a Ray placement runs NIM, VLLM, Container and LocalProcess servers, not {spec.describe()}"
         )
         return base
     try:
@@ -153,7 +153,7 @@ def _plan_ray(
     if isinstance(spec, LocalProcess):
         base.update(runs="process", command=shlex.join(spec.argv()), env=sorted(spec.env))
     else:
-        assert isinstance(spec, NIM | VLLM)
+        assert isinstance(spec, NIM | VLLM | Container)
         plan = plan_container(
             env.name, 0, spec, port=spec.base_port(), ttl=env.ttl_seconds, host_network=False, dry_run=True
         )

@@ -16,7 +16,9 @@ FAKE = (
     f"--latency-ms {LATENCY_MS}"
 )
 
-server = nf.LocalProcess(
+IMAGE = os.environ.get("NIMFLOW_TEST_IMAGE")  # the fake-server image: a container on the node instead
+
+server: nf.LocalProcess | nf.Container = nf.LocalProcess(
     command=FAKE,
     model=MODEL,
     health_endpoint="/v1/health/ready",
@@ -24,8 +26,13 @@ server = nf.LocalProcess(
     env={"NIMFLOW_TEST_VERSION": os.environ.get("NIMFLOW_TEST_VERSION", "1")},
     startup_timeout=60,
 )
+if IMAGE:  # no GPU: the engine here has no NVIDIA runtime to give a container one
+    server = nf.Container(
+        IMAGE, args=["--model", MODEL, "--host", "127.0.0.1", "--port", "{port}"], port=0, model=MODEL,
+        health_endpoint="/v1/health/ready", pull=False, startup_timeout=60,
+    )  # fmt: skip
 actor = nf.ActorEnvironment(
-    "ray-actor",
+    os.environ.get("NIMFLOW_TEST_ACTOR", "ray-actor"),
     server=server,
     replica_count=2,
     ttl_seconds=float(os.environ.get("NIMFLOW_TEST_TTL", "600")),

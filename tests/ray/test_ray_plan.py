@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from nimflow.actors.launchers.ray_node import container_gpus
+from nimflow.actors.servers import NIM, Container
 from nimflow.cli import app
 
 pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
@@ -24,6 +26,12 @@ proc = nf.ActorEnvironment(
     "proc-actor", nf.LocalProcess("serve --port {port}", model="m", gpu=1, env={"TOKEN": "tok-sentinel-77"}),
     replica_count=2,
 )
+box = nf.ActorEnvironment(
+    "box-actor",
+    nf.Container("team/server:2", args=["--port", "{port}"], port=0, model="m", gpu=1, env={"MODE": "fast"}),
+    replica_count=2,
+    placement=nf.Ray(address="10.0.0.5:6379"),
+)
 
 @on_ray.task
 async def ask(text: str) -> str:
@@ -33,9 +41,13 @@ async def ask(text: str) -> str:
 async def tell(text: str) -> str:
     return text
 
+@box.task
+async def probe(text: str) -> str:
+    return text
+
 @nf.workflow
 def wf(text: str = "x") -> list[str]:
-    return [ask(text=text), tell(text=text)]
+    return [ask(text=text), tell(text=text), probe(text=text)]
 """
 
 # Run in a fresh interpreter: whether planning imported Ray (it must not need a cluster).
@@ -120,3 +132,22 @@ def test_planning_a_ray_placement_does_not_import_ray(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ray not imported"), done.stdout
+
+
+def test_a_ray_placed_container_runs_through_the_node_docker_engine(tmp_path: Path) -> None:
+    plan = plans(tmp_path, NIMFLOW_GPUS="0", NIMFLOW_DOCKER_NETWORK="bridge")["box-actor"]
+    assert plan["kind"] == "ray" and plan["runs"] == "container"
+    assert plan["image"] == "team/server:2" and plan["env"] == ["MODE"]
+    assert not any("not container" in note for note in plan["notes"])  # type: ignore[attr-defined]
+    replicas = plan["ray_replicas"]
+    assert isinstance(replicas, list)
+    assert [r["asks_ray_for"] for r in replicas] == [{"num_gpus": 1, "num_cpus": 0.0}] * 2
+
+
+def test_the_container_gets_the_gpus_ray_assigned_and_none_without_a_gpu() -> None:
+    two = NIM(image="nvcr.io/nim/x:1", gpu=2)
+    assert container_gpus(two, [3, 5]) == ("3", "5")
+    assert container_gpus(two, ["GPU-ab12", "GPU-cd34"]) == ("GPU-ab12", "GPU-cd34")
+    # gpu=0: no device, even where Ray hands the actor ids of its node.
+    assert container_gpus(Container("team/server:2", gpu=0), [0]) == ()
+    assert container_gpus(Container("team/server:2", gpu=1), []) == ()

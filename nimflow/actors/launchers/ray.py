@@ -26,7 +26,7 @@ from typing import Any
 from nimflow._exceptions import ActorConfigError, ServerExitedError, StartupTimeoutError, UserInputError
 from nimflow.actors.launchers.base import Progress, ReplicaInfo
 from nimflow.actors.launchers.ray_node import ReplicaServer
-from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, ServerSpec, parse_quantity
+from nimflow.actors.servers import NIM, VLLM, Container, FakeOpenAI, LocalProcess, ServerSpec, parse_quantity
 
 __all__ = [
     "NAMESPACE",
@@ -135,7 +135,7 @@ def _connect(address: str) -> str:
 
 def runs_on_ray(spec: ServerSpec) -> bool:
     """Whether a Ray placement can run this server (the rest is refused at start)."""
-    return isinstance(spec, NIM | VLLM | LocalProcess | FakeOpenAI)
+    return isinstance(spec, NIM | VLLM | Container | LocalProcess | FakeOpenAI)
 
 
 def replica_options(spec: ServerSpec) -> dict[str, Any]:
@@ -219,7 +219,7 @@ class RayLauncher:
 
         if not runs_on_ray(spec):
             raise ActorConfigError(
-                f"actor {actor!r}: a Ray placement runs NIM, VLLM and LocalProcess, not {spec!r}."
+                f"actor {actor!r}: a Ray placement runs NIM, VLLM, Container and LocalProcess, not {spec!r}."
             )
         gcs = self._gcs()
         name = f"{actor}:{replica}:{uuid.uuid4().hex[:8]}"

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nimflow.actors.launchers.base import ReplicaInfo, free_port
-from nimflow.actors.servers import NIM, VLLM, FakeOpenAI, LocalProcess, ServerSpec
+from nimflow.actors.servers import NIM, VLLM, Container, FakeOpenAI, LocalProcess, ServerSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from nimflow.actors.launchers.docker import DockerLauncher
 
-__all__ = ["ReplicaServer"]
+__all__ = ["ReplicaServer", "container_gpus"]
 
 _STOP_WAIT = 10.0
 
@@ -58,6 +60,14 @@ while code is None:
                 code = child.wait()
 os._exit(code if code >= 0 else 128 - code)
 """
+
+
+def container_gpus(spec: ServerSpec, assigned: Sequence[object]) -> tuple[str, ...]:
+    """The device ids the node's Docker launcher gives the container: the GPUs Ray assigned to this
+    actor when the spec asks for GPUs, none otherwise (Ray may still hand a GPU-less actor ids)."""
+    if not getattr(spec, "gpu", 0):
+        return ()
+    return tuple(str(gpu) for gpu in assigned)
 
 
 class ReplicaServer:
@@ -127,9 +137,12 @@ class ReplicaServer:
 
     def _start(self) -> None:
         spec = self.spec
-        if isinstance(spec, NIM | VLLM):
+        if isinstance(spec, NIM | VLLM | Container):
+            ray: Any = importlib.import_module("ray")
+            # Ray's ids are the node's own GPUs: the container gets exactly those, not any N of them.
+            gpus = container_gpus(spec, ray.get_gpu_ids())
             self.container = self._docker().start(
-                self.actor, self.replica, spec, port=self.port, ttl=self.ttl
+                self.actor, self.replica, spec, port=self.port, ttl=self.ttl, gpus=gpus
             )
             self.model = self.container.model or self.model
             return
