@@ -1,7 +1,8 @@
 """Ray launcher: each replica a detached, named Ray actor that runs the server on the node Ray chose.
 
 The Ray actor asks Ray for the server's GPUs, CPUs and memory, starts the server on its node (the
-Docker launcher against that node's engine for NIM/vLLM, a subprocess for LocalProcess), waits for
+Docker launcher against that node's engine for NIM/vLLM/Container, given the GPUs Ray assigned the
+actor; a subprocess for LocalProcess), waits for
 its health endpoint and reports its URL; nimflow then routes to that URL as to a local replica.
 
 Names carry what adoption needs: `<actor>:<replica>:<token>` in the namespace `nimflow`, the token
