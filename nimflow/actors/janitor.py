@@ -71,7 +71,8 @@ def _single_instance(wait: float) -> Iterator[bool]:
 
 
 def sweep(store: Store, now: float | None = None) -> float | None:
-    """Stop expired replicas and forget vanished ones; the next expiry time, or None if none is left."""
+    """Stop expired replicas and forget vanished ones (once no live run uses them); the next expiry
+    time, or None if none is left."""
     now = time.time() if now is None else now
     next_expiry: float | None = None
     launchers: dict[str, Launcher] = {}
@@ -83,7 +84,9 @@ def sweep(store: Store, now: float | None = None) -> float | None:
         try:
             gone = not launcher.status(info).running
             expiry = expires_at(row.last_used, keep_for[row.id], row.status)
-            if not gone and now < expiry:
+            # A dead replica still in use by a live run is left to that run, which restarts it
+            # (forgetting it here would read there as "scaled down by another process").
+            if now < expiry and (not gone or row.status == "in_use"):
                 next_expiry = expiry if next_expiry is None else min(next_expiry, expiry)
                 continue
             if not gone:

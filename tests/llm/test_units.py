@@ -147,6 +147,7 @@ def test_public_surface_is_the_documented_helpers() -> None:
         "ChatResult",
         "ExtractResult",
         "TokenUsage",
+        "batch",
         "chat",
         "chat_many",
         "current_actor",
