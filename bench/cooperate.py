@@ -119,7 +119,7 @@ def claims_overhead(url: str, n: int, chunk: int = 256) -> float:
     started = time.perf_counter()
     for start in range(0, n, chunk):
         part = keys[start : start + chunk]
-        taken = store.claim(part, "bench", 30)
+        taken = store.claim(part, "bench", 30).held
         store.cached(list(taken))
     store.release(keys, "bench")
     seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -32,15 +32,32 @@ def _chunks(keys: Iterable[str]) -> Iterable[list[str]]:
         yield unique[start : start + _CHUNK]
 
 
-def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float) -> set[str]:
-    """Take the keys that are unclaimed, expired or already ours; return those `owner` now holds."""
-    taken: set[str] = set()
+class Claimed(NamedTuple):
+    held: set[str]  # the keys `owner` now holds
+    taken_over: set[str]  # among them, those another owner's (expired) lease held just before
+
+
+def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float) -> Claimed:
+    """Take the keys that are unclaimed, expired or already ours; say which `owner` now holds."""
+    held: set[str] = set()
+    others: set[str] = set()
     for chunk in _chunks(keys):
+        # Read before the upsert, outside its transaction (a SQLite read snapshot that then writes
+        # fails when another process committed meanwhile): a key another owner held just before and
+        # ours after was taken over from an expired lease (or one released in between).
+        with engine.connect() as conn:
+            others.update(
+                conn.execute(
+                    select(_table.c.key).where(_table.c.key.in_(chunk), _table.c.owner != owner)
+                ).scalars()
+            )
         now = time.time()
-        rows = [{"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk]
+        rows = [
+            {"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk
+        ]
         with engine.begin() as conn:
-            taken.update(conn.execute(_upsert(engine.dialect.name), rows).scalars())
-    return taken
+            held.update(conn.execute(_upsert(engine.dialect.name), rows).scalars())
+    return Claimed(held, held & others)
 
 
 @functools.cache

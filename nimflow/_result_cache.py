@@ -66,15 +66,16 @@ class ResultCache:
         """Whether this run claims keys: not with --no-cache, which recomputes everything anyway."""
         return self._read
 
-    def take(self, keys: Sequence[str]) -> set[str]:
-        """Claim `keys` (blocking: called per chunk of items); the keys this process should compute:
+    def take(self, keys: Sequence[str]) -> tuple[set[str], int]:
+        """Claim `keys` (blocking: called per chunk of items). The keys this process should compute:
         those it now holds that are still not in the cache (another run may have stored them
-        between our lookup and our claim)."""
-        taken = self._store.claim(keys, self.owner, self.lease)
+        between our lookup and our claim); and how many of them it took over from another run's
+        expired lease."""
+        taken, over = self._store.claim(keys, self.owner, self.lease)
         self._held |= taken
         if taken:
             taken -= set(self._store.cached(list(taken)))
-        return taken
+        return taken, len(over & taken)
 
     def renew(self) -> None:
         """Push back the expiry of this process's leases (from the run's heartbeat)."""

@@ -213,7 +213,8 @@ class Scheduler:
             while start < len(pending):
                 positions = pending[start : start + size]
                 start += size
-                taken = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
+                taken, taken_over = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
+                state.taken_over += taken_over  # a dead claimer's leases, expired before we came to them
                 if start > size and queue.starved():  # not the first: workers wait for that one anyway
                     size = min(size * 2, CLAIM_CHUNK_MAX)
                 queue.put([p for p in positions if keys[p] in taken])
@@ -235,7 +236,7 @@ class Scheduler:
                     self._replay(node, calls, outcomes, keys, position, found[keys[position]])
             if not rest:
                 return
-            taken = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in rest])
+            taken, _ = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in rest])
             mine = [p for p in rest if keys[p] in taken]
             deferred = [p for p in rest if keys[p] not in taken]
             if mine:

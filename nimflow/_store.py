@@ -153,7 +153,7 @@ class Store:
 
     # -- claims: leases on cache keys being computed (see _claims) --------------------------------
 
-    def claim(self, keys: Sequence[str], owner: str, lease_seconds: float) -> set[str]:
+    def claim(self, keys: Sequence[str], owner: str, lease_seconds: float) -> _claims.Claimed:
         """Atomically take the unclaimed or expired keys among `keys` (and those `owner` holds)."""
         return self.guarded(lambda: _claims.claim(self.engine, keys, owner, lease_seconds))
 

@@ -27,7 +27,7 @@ CLAIMER = textwrap.dedent(
     sys.stdin.read(1)
     got = set()
     for start in range(0, len(keys), 50):
-        got |= store.claim(keys[start : start + 50], owner, lease_seconds=600)
+        got |= store.claim(keys[start : start + 50], owner, lease_seconds=600).held
     store.close()
     print(json.dumps(sorted(got)))
     """
@@ -67,14 +67,15 @@ def test_two_processes_claiming_the_same_keys_get_disjoint_sets(store_url: str) 
 
 def test_an_expired_lease_is_taken_over_and_a_live_one_is_not(store_url: str) -> None:
     store = Store.open()
-    assert store.claim(["k1", "k2"], "dead", lease_seconds=0.3) == {"k1", "k2"}
-    assert store.claim(["k1", "k2", "k3"], "alive", lease_seconds=60) == {"k3"}
+    assert store.claim(["k1", "k2"], "dead", lease_seconds=0.3).held == {"k1", "k2"}
+    assert store.claim(["k1", "k2", "k3"], "alive", lease_seconds=60).held == {"k3"}
     assert store.claimed_by_others(["k1", "k2", "k3"], "alive") == {"k1", "k2"}
     deadline = time.monotonic() + 10
     while store.claimed_by_others(["k1"], "alive") and time.monotonic() < deadline:
         time.sleep(0.1)  # the dead owner never renews
-    assert store.claim(["k1", "k2", "k3"], "alive", lease_seconds=60) == {"k1", "k2", "k3"}
-    assert store.claim(["k1"], "dead", lease_seconds=60) == set()
+    # k1 and k2 are taken over from the dead owner's expired leases; k3 was already ours.
+    assert store.claim(["k1", "k2", "k3"], "alive", lease_seconds=60) == ({"k1", "k2", "k3"}, {"k1", "k2"})
+    assert store.claim(["k1"], "dead", lease_seconds=60) == (set(), set())
     assert store.claimed_by_others(["k1", "k2", "k3"], "dead") == {"k1", "k2", "k3"}
     store.close()
 
@@ -84,10 +85,10 @@ def test_renew_and_release(store_url: str) -> None:
     store.claim(["a", "b", "c"], "me", lease_seconds=0.5)
     assert store.renew("me", lease_seconds=60) == 3
     time.sleep(0.6)  # past the first lease; the renewed one holds
-    assert store.claim(["a", "b", "c"], "other", lease_seconds=60) == set()
+    assert store.claim(["a", "b", "c"], "other", lease_seconds=60).held == set()
     store.release(["a", "b"], "other")  # not its leases: nothing happens
     assert store.claimed_by_others(["a", "b", "c"], "other") == {"a", "b", "c"}
     store.release(["a", "b"], "me")
-    assert store.claim(["a", "b", "c"], "other", lease_seconds=60) == {"a", "b"}
+    assert store.claim(["a", "b", "c"], "other", lease_seconds=60).held == {"a", "b"}
     assert store.renew("nobody", lease_seconds=60) == 0
     store.close()

@@ -67,7 +67,7 @@ def test_a_0_1_database_is_upgraded_and_keeps_its_rows(store_url: str) -> None:
         assert run is not None and run.outputs == "[1]" and run.heartbeat_at is None and run.host is None
         item = session.get(TaskRun, "r-old/n0/0")
         assert item is not None and item.status == "succeeded" and item.pid is None
-    assert store.claim(["k-new"], "me", 30) == {"k-new"}  # the claim table is there
+    assert store.claim(["k-new"], "me", 30).held == {"k-new"}  # the claim table is there
     store.close()
     engine = create_engine(store_url)
     with engine.connect() as conn:
