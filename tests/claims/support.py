@@ -117,6 +117,17 @@ def nimflow(*args: str) -> str:
     return done.stdout
 
 
+def claims_held(url: str, pid: int) -> int:
+    """How many keys the run of process `pid` holds claims on now."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            query = text("select count(*) from claim c join run r on c.owner = r.id where r.pid = :pid")
+            return int(conn.execute(query, {"pid": pid}).scalar() or 0)
+    finally:
+        engine.dispose()
+
+
 def node_counts(url: str) -> dict[str, tuple[int, int]]:
     """run id -> (waited, taken_over), summed over its node rows."""
     engine = create_engine(url)
