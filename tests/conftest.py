@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -82,3 +85,46 @@ def store_url(request: pytest.FixtureRequest, nimflow_home: Path, monkeypatch: p
     url: str = request.getfixturevalue("postgres_server").new_database()
     monkeypatch.setenv("NIMFLOW_DB_URL", url)
     return url
+
+
+# --------------------------------------------------------------------------------------------------
+# A real Docker engine and the fake-server image, for every test that starts containers.
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    """The engine's client. No engine answering: the test is skipped with the reason, except under
+    CI (CI set), where it fails, because CI must run the container tests."""
+    from nimflow._exceptions import DockerUnavailableError
+    from nimflow.actors.launchers.docker import DockerLauncher
+
+    # The launcher's own check: it probes the socket first and closes what it opened, so a
+    # machine without an engine skips these tests and leaks no socket.
+    try:
+        client = DockerLauncher().client()
+    except DockerUnavailableError as exc:
+        reason = str(exc)
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the docker tests: " + reason)
+        pytest.skip(reason)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def fake_image_module() -> Any:
+    """tests/docker/fake_image.py, which builds the fake server's image (no registry here)."""
+    path = Path(__file__).parent / "docker" / "fake_image.py"
+    spec = importlib.util.spec_from_file_location("nimflow_test_fake_image", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def fake_image(docker_client: Any, fake_image_module: Any) -> str:
+    started = time.monotonic()
+    ref: str = fake_image_module.ensure_image(docker_client)
+    print(f"fake-server image {ref} ready in {time.monotonic() - started:.1f}s")
+    return ref

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import os
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,32 +14,6 @@ import nimflow as nf
 from .support import events, make_workflow
 
 pytestmark = pytest.mark.docker
-FAKE_IMAGE = Path(__file__).parents[1] / "docker" / "fake_image.py"
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
-    from nimflow._exceptions import DockerUnavailableError
-    from nimflow.actors.launchers.docker import DockerLauncher
-
-    try:
-        client = DockerLauncher().client()
-    except DockerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the docker tests: " + str(exc))
-        pytest.skip(str(exc))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def fake_image(docker_client: Any) -> str:
-    spec = importlib.util.spec_from_file_location("nimflow_test_fake_image", FAKE_IMAGE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ref: str = module.ensure_image(docker_client)
-    return ref
 
 
 def containers(client: Any, actor: str) -> list[Any]:

@@ -1,7 +1,6 @@
 """Fixtures for tests against a real Docker engine (marker `docker`).
 
-No engine answering: the tests are skipped with the reason, except under CI (CI set), where
-they fail, because CI must run them. Every test gets its own NIMFLOW_HOME and actor name, and
+The engine and the fake-server image come from tests/conftest.py (docker_client, fake_image). Every test gets its own NIMFLOW_HOME and actor name, and
 its containers are removed by label when it ends.
 """
 
@@ -9,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,14 +19,6 @@ import pytest
 _HERE = Path(__file__).parent
 
 
-def _load_fake_image() -> Any:
-    spec = importlib.util.spec_from_file_location("nimflow_test_fake_image", _HERE / "fake_image.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if _HERE in Path(str(item.fspath)).parents:
@@ -36,38 +26,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    from nimflow._exceptions import DockerUnavailableError
-    from nimflow.actors.launchers.docker import DockerLauncher
-
-    # The launcher's own check: it probes the socket first and closes what it opened, so a
-    # machine without an engine skips these tests and leaks no socket.
-    try:
-        client = DockerLauncher().client()
-    except DockerUnavailableError as exc:
-        reason = str(exc)
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the docker tests: " + reason)
-        pytest.skip(reason)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="session")
-def fake_image(docker_client: Any) -> str:
-    started = time.monotonic()
-    ref: str = _load_fake_image().ensure_image(docker_client)
-    print(f"fake-server image {ref} ready in {time.monotonic() - started:.1f}s")
-    return ref
-
-
-@pytest.fixture(scope="session")
-def tiny_image(docker_client: Any) -> str:
+def tiny_image(docker_client: Any, fake_image_module: Any) -> str:
     spec = importlib.util.spec_from_file_location("nimflow_test_tiny_image", _HERE / "tiny_image.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    ref: str = module.ensure_image(docker_client, _load_fake_image())
+    ref: str = module.ensure_image(docker_client, fake_image_module)
     return ref
 
 

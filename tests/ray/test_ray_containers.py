@@ -5,7 +5,6 @@ networking, 127.0.0.1), with the fake-server image the Docker tests build."""
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -27,34 +26,7 @@ LocalCluster = Any  # conftest.LocalCluster
 pytestmark = [pytest.mark.ray, pytest.mark.docker, pytest.mark.timeout(300)]
 
 PIPELINE = Path(__file__).with_name("ray_pipeline.py")
-FAKE_IMAGE = Path(__file__).parents[1] / "docker" / "fake_image.py"
 ITEMS = [f"Item {i} asks for its answer." for i in range(40)]
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Iterator[Any]:
-    from nimflow._exceptions import DockerUnavailableError
-    from nimflow.actors.launchers.docker import DockerLauncher
-
-    # As the Docker tests: no engine is a skip with the reason, except under CI, which must run them.
-    try:
-        client = DockerLauncher().client()
-    except DockerUnavailableError as exc:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the docker tests: " + str(exc))
-        pytest.skip(str(exc))
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def fake_image(docker_client: Any) -> str:
-    spec = importlib.util.spec_from_file_location("nimflow_test_fake_image", FAKE_IMAGE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ref: str = module.ensure_image(docker_client)
-    return ref
 
 
 @pytest.fixture()
