@@ -5,18 +5,24 @@ per chunk on SQLite and PostgreSQL alike: INSERT ... ON CONFLICT (key) DO UPDATE
 existing lease has expired (or is already ours). Rows that conflict with a live lease of another
 owner are left alone; RETURNING says which keys this owner now holds. An owner that dies stops
 renewing, and its leases are taken over once they expire.
+
+On SQLite every statement here is one step: the keys go in as one JSON array (`json_each`) and
+come back as one (`json_group_array`). The claims run in a worker thread while the event loop
+keeps a core busy, and the sqlite3 module gives up the GIL at every step (a RETURNING row, a
+fetched row): getting it back waits for the busy thread's switch interval, so a 500-row RETURNING
+held the database's write lock, and with it the writer's commits, for up to 2.5 s.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Engine, delete, or_, select, update
+from sqlalchemy import Connection, Engine, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from nimflow._tables import Claim
 
@@ -46,26 +52,65 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
         # fails when another process committed meanwhile): a key another owner held just before and
         # ours after was taken over from an expired lease (or one released in between).
         with engine.connect() as conn:
-            others.update(
-                conn.execute(
-                    select(_table.c.key).where(_table.c.key.in_(chunk), _table.c.owner != owner)
-                ).scalars()
-            )
+            others |= _keys_of_others(conn, chunk, owner)
         now = time.time()
-        rows = [
-            {"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now} for k in chunk
-        ]
         with engine.begin() as conn:
-            held.update(conn.execute(_upsert(engine.dialect.name), rows).scalars())
+            if engine.dialect.name == "sqlite":
+                params = {
+                    "keys": json.dumps(chunk),
+                    "owner": owner,
+                    "expires": now + lease_seconds,
+                    "now": now,
+                }
+                conn.execute(_SQLITE_TAKE, params)
+                held |= _json_keys(conn.execute(_SQLITE_HELD, params).scalar_one())
+            else:
+                rows = [
+                    {"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now}
+                    for k in chunk
+                ]
+                held.update(conn.execute(_upsert(engine.dialect.name), rows).scalars())
     return Claimed(held, held & others)
+
+
+_SQLITE_TAKE = text(
+    "INSERT INTO claim (key, owner, expires_at, claimed_at) "
+    "SELECT value, :owner, :expires, :now FROM json_each(:keys) WHERE true "
+    "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
+    "claimed_at = excluded.claimed_at "
+    # Expired (its expiry is before this claim's time), or already ours.
+    "WHERE claim.expires_at < excluded.claimed_at OR claim.owner = excluded.owner"
+)
+_SQLITE_HELD = text(
+    "SELECT json_group_array(key) FROM claim WHERE owner = :owner AND key IN (SELECT value FROM json_each(:keys))"
+)
+_SQLITE_OTHERS = text(
+    "SELECT json_group_array(key) FROM claim "
+    "WHERE owner != :owner AND expires_at >= :since AND key IN (SELECT value FROM json_each(:keys))"
+)
+
+
+def _json_keys(found: str | None) -> set[str]:
+    return set(json.loads(found)) if found else set()
+
+
+def _keys_of_others(conn: Connection, chunk: list[str], owner: str, since: float | None = None) -> set[str]:
+    """The keys of `chunk` another owner holds (under a lease alive at `since`, when given)."""
+    if conn.dialect.name == "sqlite":
+        params = {"keys": json.dumps(chunk), "owner": owner, "since": -1.0 if since is None else since}
+        return _json_keys(conn.execute(_SQLITE_OTHERS, params).scalar_one())
+    query = select(_table.c.key).where(_table.c.key.in_(chunk), _table.c.owner != owner)
+    if since is not None:
+        query = query.where(_table.c.expires_at >= since)
+    return set(conn.execute(query).scalars())
 
 
 @functools.cache
 def _upsert(dialect: str) -> Any:
-    """One statement for every chunk (bound per row, compiled once): a multi-VALUES statement built
-    per chunk cost more to compile than to run."""
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(_table)
+    """PostgreSQL's claim: one statement for every chunk (bound per row, compiled once; RETURNING
+    comes back in one result); a multi-VALUES statement built per chunk cost more to compile than
+    to run."""
+    stmt = pg_insert(_table)
     return stmt.on_conflict_do_update(
         index_elements=[_table.c.key],
         set_={
@@ -106,8 +151,5 @@ def claimed_by_others(engine: Engine, keys: Sequence[str], owner: str) -> set[st
     now = time.time()
     with engine.connect() as conn:
         for chunk in _chunks(keys):
-            query = select(_table.c.key).where(
-                _table.c.key.in_(chunk), _table.c.owner != owner, _table.c.expires_at >= now
-            )
-            found.update(conn.execute(query).scalars())
+            found |= _keys_of_others(conn, chunk, owner, since=now)
     return found

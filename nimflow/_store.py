@@ -9,11 +9,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
@@ -128,28 +126,6 @@ class Store:
                 for key, output, source_hash, run_id in conn.execute(query):
                     found[key] = Cached(output, source_hash, run_id)
         return found
-
-    def upsert_many(self, model: type[SQLModel], rows: Iterable[dict[str, Any]], conn: Any) -> None:
-        """INSERT ... ON CONFLICT DO UPDATE for SQLite and PostgreSQL; merge() elsewhere."""
-        rows = list(rows)
-        if not rows:
-            return
-        table = model.__table__  # type: ignore[attr-defined]
-        dialect = self.engine.dialect.name
-        if dialect in ("sqlite", "postgresql"):
-            insert = sqlite_insert if dialect == "sqlite" else pg_insert
-            stmt = insert(table)
-            keys = [c.name for c in table.primary_key.columns]
-            stmt = stmt.on_conflict_do_update(
-                index_elements=keys,
-                set_={c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys},
-            )
-            conn.execute(stmt, rows)
-        else:
-            with Session(bind=conn) as session:
-                for row in rows:
-                    session.merge(model(**row))
-                session.flush()
 
     # -- claims: leases on cache keys being computed (see _claims) --------------------------------
 

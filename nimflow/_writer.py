@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 from sqlmodel import SQLModel
 
+from nimflow._bulk import write_rows
+
 if TYPE_CHECKING:
     from nimflow._store import Store
 
@@ -100,13 +102,9 @@ class Writer:
             else:
                 model, row = payload
                 groups.setdefault((kind, model, frozenset(row)), []).append(row)
-        store = self._store
-        with store.engine.begin() as conn:
+        with self._store.engine.begin() as conn:
             for (kind, model, _columns), rows in groups.items():
-                if kind == "insert":
-                    conn.execute(model.__table__.insert(), rows)
-                else:
-                    store.upsert_many(model, rows, conn)
+                write_rows(conn, model.__table__, rows, upsert=kind == "upsert")
             for model, key, values in updates:
                 pk = next(iter(model.__table__.primary_key.columns))
                 conn.execute(update(model.__table__).where(pk == key).values(**values))
