@@ -121,7 +121,7 @@ def claims_overhead(url: str, n: int, chunk: int = 256) -> float:
         part = keys[start : start + chunk]
         taken = store.claim(part, "bench", 30).held
         store.cached(list(taken))
-    store.release(keys, "bench")
+    store.release_all("bench")
     seconds = time.perf_counter() - started
     store.close()
     return seconds / n * 1e6

@@ -32,8 +32,11 @@ def write_rows(conn: Connection, table: Table, rows: Sequence[dict[str, Any]], *
         _portable(conn, table, rows, upsert)
         return
     plan = _plan(table, tuple(rows[0]), upsert, dialect)
-    if upsert:  # one statement may not touch a row twice (PostgreSQL refuses): the last one wins
-        rows = list({plan.key(row): row for row in rows}.values())
+    if upsert:
+        # One statement may not touch a row twice (PostgreSQL refuses): the last one wins. Sorted,
+        # so two writers upserting some of the same keys lock them in one order (no deadlock).
+        latest = {plan.key(row): row for row in rows}
+        rows = [latest[key] for key in sorted(latest)]
     per_statement = max(1, dialect.insertmanyvalues_max_parameters // len(plan.columns))
     for start in range(0, len(rows), per_statement):
         chunk = rows[start : start + per_statement]

@@ -123,26 +123,29 @@ def _upsert(dialect: str) -> Any:
     ).returning(_table.c.key)
 
 
+def _mine_in_key_order(owner: str) -> Any:
+    """`owner`'s keys, row-locked in key order on PostgreSQL (FOR UPDATE is dropped on SQLite).
+    Claims lock their rows sorted by key; an UPDATE or DELETE by owner locks them in the table's
+    order. A run releasing its leases while another claims some of the same keys (to take them
+    once released) then each held a row the other waited for: a deadlock, one of them failed."""
+    return select(_table.c.key).where(_table.c.owner == owner).order_by(_table.c.key).with_for_update()
+
+
 def renew(engine: Engine, owner: str, lease_seconds: float) -> int:
     """Push back the expiry of every lease `owner` holds; how many it holds."""
     with engine.begin() as conn:
         result = conn.execute(
-            update(_table).where(_table.c.owner == owner).values(expires_at=time.time() + lease_seconds)
+            update(_table)
+            .where(_table.c.key.in_(_mine_in_key_order(owner)))
+            .values(expires_at=time.time() + lease_seconds)
         )
         return int(result.rowcount)
-
-
-def release(engine: Engine, keys: Iterable[str], owner: str) -> None:
-    """Drop `owner`'s leases on `keys` (done or abandoned); others' leases are untouched."""
-    with engine.begin() as conn:
-        for chunk in _chunks(keys):
-            conn.execute(delete(_table).where(_table.c.owner == owner, _table.c.key.in_(chunk)))
 
 
 def release_all(engine: Engine, owner: str) -> None:
     """Drop every lease of `owner`: one statement, however many keys it holds."""
     with engine.begin() as conn:
-        conn.execute(delete(_table).where(_table.c.owner == owner))
+        conn.execute(delete(_table).where(_table.c.key.in_(_mine_in_key_order(owner))))
 
 
 def claimed_by_others(engine: Engine, keys: Sequence[str], owner: str) -> set[str]:

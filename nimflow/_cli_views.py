@@ -77,7 +77,11 @@ def processes(rows: Sequence[TaskRunInfo]) -> str:
 
 
 def run_tree(
-    run: RunInfo, rows: Sequence[TaskRunInfo], *, tracebacks: bool = False, scale_events: Sequence[ScaleEventInfo] = ()
+    run: RunInfo,
+    rows: Sequence[TaskRunInfo],
+    *,
+    tracebacks: bool = False,
+    scale_events: Sequence[ScaleEventInfo] = (),
 ) -> Tree:
     """The run as a tree: one branch per node, with its failed items and their whole messages."""
     head = f"[bold]run {run.id}[/] {escape(run.workflow)} {status_markup(run.status, run.status_text)} "
@@ -92,7 +96,9 @@ def run_tree(
         tree.add(f"[yellow]{escape(actor)}[/]: {escape(how)}")
     for event in scale_events:  # an autoscaled actor's changes
         at = time.strftime("%H:%M:%S", time.localtime(event.at))
-        tree.add(f"[dim]{at}[/] [yellow]{escape(event.actor)}[/] {event.from_count} -> {event.to_count} replicas: {escape(event.reason)}")
+        tree.add(
+            f"[dim]{at}[/] [yellow]{escape(event.actor)}[/] {event.from_count} -> {event.to_count} replicas: {escape(event.reason)}"
+        )
     nodes = sorted((t for t in rows if t.item is None), key=lambda t: int(t.node[1:]))
     items_by_node: dict[str, list[TaskRunInfo]] = {}
     for t in rows:

@@ -48,7 +48,10 @@ def make_engine(url: str) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(parsed)
-        return create_engine(parsed, pool_pre_ping=True)
+        # The same deadline as SQLite's busy timeout for a lock held by another process.
+        lock_timeout = {"options": f"-c lock_timeout={int(LOCK_TIMEOUT_SECONDS * 1000)}"}
+        connect_args = lock_timeout if parsed.get_backend_name() == "postgresql" else {}
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     except NoSuchModuleError:
         raise StorageError(
             f"NIMFLOW_DB_URL={masked(parsed)}: SQLAlchemy knows no database {parsed.drivername!r}. "
@@ -105,10 +108,14 @@ def check_writable(db: Path) -> None:
 
 def explain(exc: BaseException, url: str) -> StorageError | None:
     """A StorageError for a database failure the user can fix, or None to let it through."""
-    text = str(getattr(exc, "orig", exc) or exc)
+    orig = getattr(exc, "orig", exc)
+    text = str(orig or exc)
     where = "NIMFLOW_DB_URL" if os.environ.get("NIMFLOW_DB_URL") else "NIMFLOW_HOME"
     if isinstance(exc, OperationalError | sqlite3.OperationalError):
-        if "locked" in text or "busy" in text:
+        # SQLite says "database is locked"; PostgreSQL's lock_timeout is SQLSTATE 55P03 (its
+        # deadlock report also says "blocked by process": not a lock held past the deadline).
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate == "55P03" or (sqlstate is None and ("is locked" in text or "busy" in text)):
             return StorageError(
                 f"the database {masked(url)} stayed locked by another process for more than "
                 f"{LOCK_TIMEOUT_SECONDS:g} s. Wait for it to finish, or raise NIMFLOW_DB_LOCK_TIMEOUT (seconds)."

@@ -1,6 +1,6 @@
 """The cache component of a run: keys the calls of a node, looks them up, replays the hits,
 stores new results. It talks to the database only through the Store's cache and claim methods
-(`Store.cached`, `Store.writer.upsert`, `Store.claim`/`renew`/`release`), and to actors only
+(`Store.cached`, `Store.writer.upsert`, `Store.claim`/`renew`/`release_all`), and to actors only
 through `ResourceSession.identity`.
 
 Claims make cooperating processes on one database compute each key once: before computing, a run

@@ -7,7 +7,7 @@ schema (migrations, the lock) in _schema.py, the writer thread in _writer.py, le
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -136,10 +136,6 @@ class Store:
     def renew(self, owner: str, lease_seconds: float) -> int:
         """Extend every lease of `owner` to now + lease_seconds; the number of leases it holds."""
         return self.guarded(lambda: _claims.renew(self.engine, owner, lease_seconds))
-
-    def release(self, keys: Iterable[str], owner: str) -> None:
-        """Give up `owner`'s leases on `keys`."""
-        self.guarded(lambda: _claims.release(self.engine, keys, owner))
 
     def release_all(self, owner: str) -> None:
         """Give up every lease `owner` holds."""

@@ -60,7 +60,16 @@ def actors_ls() -> None:
         _console.print("no actor replicas are running")
         return
     table = Table(
-        "actor", "replica", "kind", "container / pid / node", "url", "model", "gpus", "config", "min/max", "expires in"
+        "actor",
+        "replica",
+        "kind",
+        "container / pid / node",
+        "url",
+        "model",
+        "gpus",
+        "config",
+        "min/max",
+        "expires in",
     )
     for row in rows:
         handle = row.handle[:12] if row.kind == "docker" else row.handle.split("@")[0]
@@ -84,14 +93,25 @@ def actors_plan(
     kubernetes: Annotated[
         bool, typer.Option("--kubernetes", help="Print the Kubernetes objects instead (YAML).")
     ] = False,
-    server: Annotated[list[str] | None, typer.Option("--server", metavar="ACTOR=SPEC", help="Serve an actor another way, as in run.")] = None,
-    model: Annotated[list[str] | None, typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor serves, as in run.")] = None,
-    api_key: Annotated[list[str] | None, typer.Option("--api-key", metavar="ACTOR=SECRET_NAME", help="The secret holding an endpoint's key.")] = None,
+    server: Annotated[
+        list[str] | None,
+        typer.Option("--server", metavar="ACTOR=SPEC", help="Serve an actor another way, as in run."),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor serves, as in run."),
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", metavar="ACTOR=SECRET_NAME", help="The secret holding an endpoint's key."),
+    ] = None,
     request_timeout: Annotated[
-        list[str] | None, typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request.")
+        list[str] | None,
+        typer.Option("--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request."),
     ] = None,
     placement: Annotated[
-        list[str] | None, typer.Option("--placement", metavar="ACTOR=ray[:ADDRESS]", help="Place an actor on Ray, as in run.")
+        list[str] | None,
+        typer.Option("--placement", metavar="ACTOR=ray[:ADDRESS]", help="Place an actor on Ray, as in run."),
     ] = None,
 ) -> None:
     """What `nimflow run FILE` would start for each actor, without starting anything (no secret is read)."""

@@ -111,7 +111,8 @@ def validate_file(path: Path, models: dict[str, None] | None = None) -> tuple[in
         if total > room:
             shown = shown[: room - 1]
         problems.extend(
-            f"custom_id {custom_id!r} appears on lines {', '.join(map(str, lines))}" for custom_id, lines in shown
+            f"custom_id {custom_id!r} appears on lines {', '.join(map(str, lines))}"
+            for custom_id, lines in shown
         )
         if total > len(shown):
             problems.append(f"{total - len(shown)} more custom_id(s) appear on several lines")

@@ -207,7 +207,12 @@ def run_lines(
     warm = _between_chunks(env)
     for chunk, last in _chunks(requests, chunk_size):
         yield from _answer_chunk(
-            chunk, env if last else warm, summary, concurrency=concurrency, use_cache=use_cache, progress=progress
+            chunk,
+            env if last else warm,
+            summary,
+            concurrency=concurrency,
+            use_cache=use_cache,
+            progress=progress,
         )
         summary.seconds = time.monotonic() - started
 

@@ -117,12 +117,16 @@ def nimflow(*args: str) -> str:
     return done.stdout
 
 
-def claims_held(url: str, pid: int) -> int:
-    """How many keys the run of process `pid` holds claims on now."""
+def unfinished_claims(url: str, pid: int) -> int:
+    """How many keys the run of process `pid` holds claims on and has not stored: its items in
+    flight (a run keeps the claims of what it stored until its map ends)."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
-            query = text("select count(*) from claim c join run r on c.owner = r.id where r.pid = :pid")
+            query = text(
+                "select count(*) from claim c join run r on c.owner = r.id where r.pid = :pid "
+                "and c.key not in (select key from cacheentry)"
+            )
             return int(conn.execute(query, {"pid": pid}).scalar() or 0)
     finally:
         engine.dispose()

@@ -7,10 +7,13 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
-from nimflow._engine import masked
+from nimflow._engine import explain, masked
 from nimflow._exceptions import StorageError
 from nimflow._store import Run, Store
 
@@ -90,6 +93,36 @@ def test_database_locked_past_the_deadline(nimflow_home: Path, monkeypatch: pyte
     finally:
         holder.rollback()
         holder.close()
+
+
+def test_postgresql_lock_held_past_the_deadline(
+    postgres_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres_server.new_database()
+    Store.open(url).close()
+    monkeypatch.setattr("nimflow._engine.LOCK_TIMEOUT_SECONDS", 0.2)
+    holder = create_engine(url)
+    try:
+        with holder.begin() as conn:
+            conn.execute(text("LOCK TABLE run IN EXCLUSIVE MODE"))  # another process writing
+            locked = pytest.raises(StorageError, match=r"locked by another process.*NIMFLOW_DB_LOCK_TIMEOUT")
+            with Store.open(url) as store, locked:
+                store.add(Run(id="r1", workflow="wf"))
+    finally:
+        holder.dispose()
+
+
+def test_a_deadlock_is_not_explained_as_a_lock_held_past_the_deadline() -> None:
+    class DeadlockDetected(Exception):
+        sqlstate = "40P01"
+
+    report = (
+        "deadlock detected\nDETAIL: Process 1 waits for ShareLock on transaction 2; blocked by process 3."
+    )
+    exc = OperationalError("DELETE FROM claim", {}, DeadlockDetected(report))
+    error = explain(exc, "postgresql+psycopg://me:pw@127.0.0.1/db")
+    assert error is not None and "locked by another process" not in str(error)
+    assert "deadlock detected" in str(error) and "pw" not in str(error)
 
 
 def test_writer_failure_surfaces_as_storage_error(
