@@ -86,9 +86,9 @@ def test_renew_and_release(store_url: str) -> None:
     assert store.renew("me", lease_seconds=60) == 3
     time.sleep(0.6)  # past the first lease; the renewed one holds
     assert store.claim(["a", "b", "c"], "other", lease_seconds=60).held == set()
-    store.release(["a", "b"], "other")  # not its leases: nothing happens
+    store.release_all("other")  # it holds none of them: nothing happens
     assert store.claimed_by_others(["a", "b", "c"], "other") == {"a", "b", "c"}
-    store.release(["a", "b"], "me")
-    assert store.claim(["a", "b", "c"], "other", lease_seconds=60).held == {"a", "b"}
+    store.release_all("me")
+    assert store.claim(["a", "b", "c"], "other", lease_seconds=60).held == {"a", "b", "c"}
     assert store.renew("nobody", lease_seconds=60) == 0
     store.close()
