@@ -81,12 +81,15 @@ _SQLITE_TAKE = text(
     # Expired (its expiry is before this claim's time), or already ours.
     "WHERE claim.expires_at < excluded.claimed_at OR claim.owner = excluded.owner"
 )
+# The keys are looked up one by one in the claim table's primary key (CROSS JOIN keeps json_each
+# the outer loop): by the owner index instead, each chunk scanned every key the owner held.
 _SQLITE_HELD = text(
-    "SELECT json_group_array(key) FROM claim WHERE owner = :owner AND key IN (SELECT value FROM json_each(:keys))"
+    "SELECT json_group_array(c.key) FROM json_each(:keys) AS j CROSS JOIN claim AS c ON c.key = j.value "
+    "WHERE c.owner = :owner"
 )
 _SQLITE_OTHERS = text(
-    "SELECT json_group_array(key) FROM claim "
-    "WHERE owner != :owner AND expires_at >= :since AND key IN (SELECT value FROM json_each(:keys))"
+    "SELECT json_group_array(c.key) FROM json_each(:keys) AS j CROSS JOIN claim AS c ON c.key = j.value "
+    "WHERE c.owner != :owner AND c.expires_at >= :since"
 )
 
 
