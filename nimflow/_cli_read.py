@@ -1,6 +1,10 @@
 """The commands that read (and clear) what runs recorded: runs, show, outputs, kill, cache.
 
-They go through the read API, nimflow._history, and print with nimflow._cli_views.
+They go through the read API, nimflow._history, and print with nimflow._cli_views. They are
+plain click commands, not typer ones: typer converts every parameter through a pydantic
+TypeAdapter, and importing pydantic for that was half of what `nimflow runs` cost. The help
+looks as typer's does (an Arguments section, `<int>` metavars); nimflow.cli dispatches to
+`read_group` without importing typer.
 """
 
 from __future__ import annotations
@@ -9,10 +13,9 @@ import json
 import os
 import signal
 import sys
-from typing import Annotated
+from collections.abc import Callable, Sequence
 
 import click
-import typer
 
 from nimflow import _history
 from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
@@ -21,12 +24,52 @@ from nimflow._exceptions import UserInputError
 from nimflow._reader import open_reader
 from nimflow._status import Status
 
-__all__ = ["cache_app", "kill", "outputs", "runs", "show"]
-
-cache_app = typer.Typer(help="Inspect or clear cached task results.", no_args_is_help=True)
+__all__ = ["READ_COMMANDS", "read_group"]
 
 
-def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20) -> None:
+class _Argument(click.Argument):
+    """An argument with a help line (click's have none), listed under "Arguments" as typer does."""
+
+    def __init__(self, param_decls: Sequence[str], *, help: str, required: bool = False) -> None:
+        name = param_decls[0]
+        super().__init__(param_decls, required=required, metavar=("{%s}" if required else "[%s]") % name)
+        self.help = help
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
+        return f"{self.name} <str>", (self.help or "") + ("  [required]" if self.required else "")
+
+
+class _Command(click.Command):
+    """typer's help layout: the arguments, with their help, before the options."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.format_usage(ctx, formatter)
+        self.format_help_text(ctx, formatter)
+        rows = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, _Argument)]
+        if rows:
+            with formatter.section("Arguments"):
+                formatter.write_dl(rows)
+        self.format_options(ctx, formatter)
+        self.format_epilog(ctx, formatter)
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # in the order they are used, as typer lists them
+
+
+def _command(fn: Callable[..., None]) -> _Command:
+    return click.command(cls=_Command)(fn)
+
+
+_RUN_ID = "Run id (or a prefix); default: the latest."
+
+
+@_command
+@click.option(
+    "--limit", "-n", type=int, default=20, show_default=True, metavar="<int>", help="How many, newest first."
+)
+def runs(limit: int) -> None:
     """List recent runs.
 
     Newest first: status (interrupted for a run whose process died), start, duration, first error.
@@ -36,12 +79,15 @@ def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, new
     print_table(console, runs_table(rows))
 
 
-def show(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    tracebacks: Annotated[
-        bool, typer.Option("--traceback", help="Add the Python traceback under each failed node and item.")
-    ] = False,
-) -> None:
+@_command
+@click.argument("run_id", cls=_Argument, help=_RUN_ID)
+@click.option(
+    "--traceback",
+    "tracebacks",
+    is_flag=True,
+    help="Add the Python traceback under each failed node and item.",
+)
+def show(run_id: str | None, tracebacks: bool) -> None:
     """Show a run as a tree of nodes.
 
     Per node: status, duration, attempts, cache hits, tokens, and the whole message of each failure.
@@ -53,10 +99,10 @@ def show(
     console.print(run_tree(info, rows, tracebacks=tracebacks, scale_events=events))
 
 
-def outputs(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, for programs.")] = False,
-) -> None:
+@_command
+@click.argument("run_id", cls=_Argument, help=_RUN_ID)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON, for programs.")
+def outputs(run_id: str | None, as_json: bool) -> None:
     """Print a run's outputs.
 
     Readable by default (one list item a line); --json prints JSON for programs.
@@ -74,7 +120,9 @@ def outputs(
         sys.stdout.write(human_outputs(data) + "\n")
 
 
-def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -> None:
+@_command
+@click.argument("run_id", cls=_Argument, help="Run id (or a prefix).", required=True)
+def kill(run_id: str) -> None:
     """Cancel a running run.
 
     From another terminal; the run stops as on Ctrl-C and its finished items stay saved.
@@ -94,7 +142,12 @@ def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -
 # nimflow cache
 
 
-@cache_app.command("ls")
+@click.group("cache", cls=_Group, no_args_is_help=True)
+def cache_group() -> None:
+    """Inspect or clear cached task results."""
+
+
+@cache_group.command("ls", cls=_Command)
 def cache_ls() -> None:
     """List cached results per task.
 
@@ -105,14 +158,13 @@ def cache_ls() -> None:
     print_table(console, cache_table(rows))
 
 
-@cache_app.command("clear")
-def cache_clear(
-    task: Annotated[
-        str | None, typer.Argument(help="The task whose results to delete (as `nimflow cache ls` names it).")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Delete the cached results of every task.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
+@cache_group.command("clear", cls=_Command)
+@click.argument(
+    "task", cls=_Argument, help="The task whose results to delete (as `nimflow cache ls` names it)."
+)
+@click.option("--all", "all_", is_flag=True, help="Delete the cached results of every task.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(task: str | None, all_: bool, yes: bool) -> None:
     """Delete cached results.
 
     Of one task, or of every task with --all; asks first unless --yes.
@@ -130,7 +182,12 @@ def cache_clear(
             if task
             else f"all {plural(count, 'cached result')}"
         )
-        if count and not yes and not typer.confirm(f"Delete {what}?", default=False):
+        if count and not yes and not click.confirm(f"Delete {what}?", default=False):
             raise UserInputError("nothing was deleted (add --yes to skip the question).")
         removed = _history.clear_cache(store, task)
     console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
+
+
+# What `nimflow NAME ...` dispatches here; nimflow --help lists them with the typer commands.
+read_group = click.Group("nimflow", commands=[runs, show, outputs, kill, cache_group])
+READ_COMMANDS = tuple(read_group.commands)
