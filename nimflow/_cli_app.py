@@ -1,8 +1,8 @@
-"""The typer app behind `nimflow`: `run`, the lazily loaded command groups, and the read commands
-(plain click, nimflow._cli_read) hung on it through forwarders so that `--help` lists them all.
+"""The typer app behind `nimflow`: the lazily loaded command groups, and `run` and the read
+commands (plain click, see nimflow._cli_click) hung on it through forwarders, so that `--help`
+lists them all and `app` runs every command.
 
-nimflow.cli builds it on first use: `nimflow runs` and `show` go to nimflow._cli_read without
-importing typer (whose parameters import pydantic).
+nimflow.cli builds it on first use: `run` and the read commands are run without it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from nimflow._cli_read import READ_COMMANDS, read_group
+from nimflow._cli_read import read_group
 from nimflow._cli_run import RUN_SETTINGS, run
 
 __all__ = ["app"]
@@ -99,15 +99,14 @@ app = typer.Typer(
 )
 
 
-def _forwarder(name: str) -> Any:
-    """A typer command that hands its arguments to the click command `name` of _cli_read."""
+def _forwarder(name: str, command: click.Command) -> Any:
+    """A typer command that hands its arguments to the click command of that name."""
 
     def forward(ctx: typer.Context) -> Any:
-        return read_group.main(args=[name, *ctx.args], prog_name="nimflow", standalone_mode=False)
+        return command.main(args=ctx.args, prog_name=f"nimflow {name}", standalone_mode=False)
 
     return forward
 
 
-app.command(context_settings=RUN_SETTINGS)(run)
-for _name in READ_COMMANDS:
-    app.command(_name, help=read_group.commands[_name].help, context_settings=RUN_SETTINGS)(_forwarder(_name))
+for _name, _command in {"run": run, **read_group.commands}.items():
+    app.command(_name, help=_command.help, context_settings=RUN_SETTINGS)(_forwarder(_name, _command))

@@ -1,10 +1,7 @@
 """The commands that read (and clear) what runs recorded: runs, show, outputs, kill, cache.
 
 They go through the read API, nimflow._history, and print with nimflow._cli_views. They are
-plain click commands, not typer ones: typer converts every parameter through a pydantic
-TypeAdapter, and importing pydantic for that was half of what `nimflow runs` cost. The help
-looks as typer's does (an Arguments section, `<int>` metavars); nimflow.cli dispatches to
-`read_group` without importing typer.
+plain click commands (nimflow._cli_click says why); nimflow.cli runs them without typer.
 """
 
 from __future__ import annotations
@@ -13,59 +10,24 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
 
 import click
 
 from nimflow import _history
+from nimflow._cli_click import Argument, Command, Group, command
 from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
 from nimflow._console import console, print_table
 from nimflow._exceptions import UserInputError
 from nimflow._reader import open_reader
 from nimflow._status import Status
 
-__all__ = ["READ_COMMANDS", "read_group"]
-
-
-class _Argument(click.Argument):
-    """An argument with a help line (click's have none), listed under "Arguments" as typer does."""
-
-    def __init__(self, param_decls: Sequence[str], *, help: str, required: bool = False) -> None:
-        name = param_decls[0]
-        super().__init__(param_decls, required=required, metavar=("{%s}" if required else "[%s]") % name)
-        self.help = help
-
-    def get_help_record(self, ctx: click.Context) -> tuple[str, str]:
-        return f"{self.name} <str>", (self.help or "") + ("  [required]" if self.required else "")
-
-
-class _Command(click.Command):
-    """typer's help layout: the arguments, with their help, before the options."""
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        self.format_usage(ctx, formatter)
-        self.format_help_text(ctx, formatter)
-        rows = [p.get_help_record(ctx) for p in self.get_params(ctx) if isinstance(p, _Argument)]
-        if rows:
-            with formatter.section("Arguments"):
-                formatter.write_dl(rows)
-        self.format_options(ctx, formatter)
-        self.format_epilog(ctx, formatter)
-
-
-class _Group(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # in the order they are used, as typer lists them
-
-
-def _command(fn: Callable[..., None]) -> _Command:
-    return click.command(cls=_Command)(fn)
+__all__ = ["read_group"]
 
 
 _RUN_ID = "Run id (or a prefix); default: the latest."
 
 
-@_command
+@command()
 @click.option(
     "--limit", "-n", type=int, default=20, show_default=True, metavar="<int>", help="How many, newest first."
 )
@@ -79,8 +41,8 @@ def runs(limit: int) -> None:
     print_table(console, runs_table(rows))
 
 
-@_command
-@click.argument("run_id", cls=_Argument, help=_RUN_ID)
+@command()
+@click.argument("run_id", cls=Argument, help=_RUN_ID)
 @click.option(
     "--traceback",
     "tracebacks",
@@ -99,8 +61,8 @@ def show(run_id: str | None, tracebacks: bool) -> None:
     console.print(run_tree(info, rows, tracebacks=tracebacks, scale_events=events))
 
 
-@_command
-@click.argument("run_id", cls=_Argument, help=_RUN_ID)
+@command()
+@click.argument("run_id", cls=Argument, help=_RUN_ID)
 @click.option("--json", "as_json", is_flag=True, help="Print them as JSON, for programs.")
 def outputs(run_id: str | None, as_json: bool) -> None:
     """Print a run's outputs.
@@ -120,8 +82,8 @@ def outputs(run_id: str | None, as_json: bool) -> None:
         sys.stdout.write(human_outputs(data) + "\n")
 
 
-@_command
-@click.argument("run_id", cls=_Argument, help="Run id (or a prefix).", required=True)
+@command()
+@click.argument("run_id", cls=Argument, help="Run id (or a prefix).", required=True)
 def kill(run_id: str) -> None:
     """Cancel a running run.
 
@@ -142,12 +104,12 @@ def kill(run_id: str) -> None:
 # nimflow cache
 
 
-@click.group("cache", cls=_Group, no_args_is_help=True)
+@click.group("cache", cls=Group, no_args_is_help=True)
 def cache_group() -> None:
     """Inspect or clear cached task results."""
 
 
-@cache_group.command("ls", cls=_Command)
+@cache_group.command("ls", cls=Command)
 def cache_ls() -> None:
     """List cached results per task.
 
@@ -158,9 +120,9 @@ def cache_ls() -> None:
     print_table(console, cache_table(rows))
 
 
-@cache_group.command("clear", cls=_Command)
+@cache_group.command("clear", cls=Command)
 @click.argument(
-    "task", cls=_Argument, help="The task whose results to delete (as `nimflow cache ls` names it)."
+    "task", cls=Argument, help="The task whose results to delete (as `nimflow cache ls` names it)."
 )
 @click.option("--all", "all_", is_flag=True, help="Delete the cached results of every task.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -188,6 +150,5 @@ def cache_clear(task: str | None, all_: bool, yes: bool) -> None:
     console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
 
 
-# What `nimflow NAME ...` dispatches here; nimflow --help lists them with the typer commands.
+# nimflow.cli runs these without typer; nimflow --help lists them with the typer commands.
 read_group = click.Group("nimflow", commands=[runs, show, outputs, kill, cache_group])
-READ_COMMANDS = tuple(read_group.commands)

@@ -1,9 +1,8 @@
 """The `nimflow` command line (also `python -m nimflow`): it parses and prints, nothing more.
 
-The run command is nimflow._cli_run, the read commands nimflow._cli_read; nimflow._cli_app wires
-them (and the lazily loaded command groups) into one typer app. The read commands are dispatched
-to their click group directly, so that `nimflow runs` and `show` never import typer (and its
-pydantic). Every error a user can cause prints as one `error: ...` line on stderr and exits 1
+The run command is nimflow._cli_run, the read commands nimflow._cli_read: plain click commands,
+run from here without importing typer (and the pydantic its parameters need). nimflow._cli_app
+wires them and the lazily loaded command groups into one typer app, for `--help` and the rest. Every error a user can cause prints as one `error: ...` line on stderr and exits 1
 (2 for a wrong command line); NIMFLOW_LOG=DEBUG adds the traceback.
 """
 
@@ -19,11 +18,15 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from nimflow._cli_read import READ_COMMANDS, read_group
+from nimflow._cli_read import read_group
+from nimflow._cli_run import run
 from nimflow._console import err_console
 from nimflow._exceptions import NimflowError
 
-__all__ = ["invoke", "main"]  # and `app`, built on first use
+__all__ = ["CLICK_COMMANDS", "invoke", "main"]  # and `app`, built on first use
+
+# The commands that run without typer (nimflow._cli_click says why); the app forwards to them.
+CLICK_COMMANDS: dict[str, click.Command] = {"run": run, **read_group.commands}
 
 
 def __getattr__(name: str) -> Any:
@@ -50,8 +53,9 @@ def invoke(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code; every error is printed in one style."""
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        if args and args[0] in READ_COMMANDS:
-            code = read_group.main(args=args, prog_name="nimflow", standalone_mode=False)
+        if args and args[0] in CLICK_COMMANDS:
+            command = CLICK_COMMANDS[args[0]]
+            code = command.main(args=args[1:], prog_name=f"nimflow {args[0]}", standalone_mode=False)
         else:
             from nimflow._cli_app import app
 

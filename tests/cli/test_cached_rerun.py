@@ -3,6 +3,11 @@ and so the cache keys, are the ones the client would have given."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import anyio
 import httpx
 
@@ -79,3 +84,33 @@ def test_a_rerun_hits_the_keys_of_the_first_run() -> None:
         chats = [r for r in fake.requests if r.path == "/v1/chat/completions"]
     assert first.cached == 0 and again.cached == len(texts)
     assert again.outputs == first.outputs and len(chats) == len(texts)
+
+
+PIPELINE = """
+import nimflow as nf
+
+@nf.task(cache=True, cache_version="1")
+def square(x: int) -> int:
+    return x * x
+
+@nf.workflow
+def squares(xs: list[int]) -> list[int]:
+    return nf.map_task(square)(x=xs)
+"""
+
+
+def test_the_cli_runs_without_typer(tmp_path: Path) -> None:
+    # typer converts each parameter through a pydantic TypeAdapter; `run` is a click command.
+    (tmp_path / "squares.py").write_text(PIPELINE)
+    script = (
+        "import sys\nfrom nimflow.cli import invoke\n"
+        "code = invoke(['run', 'squares.py', '--xs', '[1, 2, 3]'])\n"
+        "print(code, 'typer' in sys.modules)\n"
+    )
+    env = {**os.environ, "NIMFLOW_HOME": str(tmp_path / "home")}
+    for _ in range(2):  # the first run computes, the second is a cache hit
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.stdout.strip().splitlines()[-1] == "0 False", done.stdout + done.stderr
+    assert "3 cache hits" in done.stdout
