@@ -119,12 +119,12 @@ def run(
     # WORKFLOW is read here rather than declared: declared, it would swallow the value of an input option.
     workflow = args.pop(0) if args and not args[0].startswith("-") else None
     wf = pick_workflow(file, workflow)
-    command = inputs_command(wf, file)
+    parser = inputs_command(wf, file)
     if show_help:
-        with click.Context(command, info_name=f"nimflow run {file}") as help_ctx:
-            click.echo(command.get_help(help_ctx))
+        with click.Context(parser, info_name=f"nimflow run {file}") as help_ctx:
+            click.echo(parser.get_help(help_ctx))
         return 0
-    inputs = command.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
+    inputs = parser.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
     servers = parse_actor_flags(
         server=server, model=model, api_key=api_key, request_timeout=request_timeout, replicas=replicas
     )

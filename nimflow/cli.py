@@ -2,8 +2,9 @@
 
 The run command is nimflow._cli_run, the read commands nimflow._cli_read: plain click commands,
 run from here without importing typer (and the pydantic its parameters need). nimflow._cli_app
-wires them and the lazily loaded command groups into one typer app, for `--help` and the rest. Every error a user can cause prints as one `error: ...` line on stderr and exits 1
-(2 for a wrong command line); NIMFLOW_LOG=DEBUG adds the traceback.
+wires them and the lazily loaded command groups into one typer app, for `--help` and the rest.
+Every error a user can cause prints as one `error: ...` line on stderr and exits 1 (2 for a
+wrong command line); NIMFLOW_LOG=DEBUG adds the traceback.
 """
 
 from __future__ import annotations
