@@ -15,11 +15,16 @@ Wall clock and CPU (user + system, from wait4) of each process, medians over the
 load average read before each round (the machine may be shared: CPU seconds are the steadier
 figure). Goals: cached rerun <= 10 % of the first run's wall time; runs/show < 0.3 s of CPU.
 Where the CPU of a command goes: `python -X importtime -m nimflow runs 2>&1 | sort -t'|' -k2 -n`.
+The tree's modules are byte-compiled first, as an installed package's are (with
+PYTHONDONTWRITEBYTECODE set, as on some shared machines, every start would compile them again).
+On a loaded machine, instruction counts are steadier than CPU seconds:
+`valgrind --tool=callgrind --callgrind-out-file=/tmp/cg python -m nimflow runs` ("summary:" line).
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import re
 import statistics
@@ -62,6 +67,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--latency-ms", type=float, default=50)
     args = parser.parse_args()
+    for folder in ("nimflow", "pipelines", "bench"):
+        compileall.compile_dir(ROOT / folder, quiet=1)
     print(f"# cold start: N={args.n}, {args.rounds} rounds, {PIPELINE.relative_to(ROOT)}; {machine()}")
     results: dict[str, list[Measurement]] = {step: [] for step in STEPS}
     loads = []

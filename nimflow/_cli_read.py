@@ -1,6 +1,7 @@
 """The commands that read (and clear) what runs recorded: runs, show, outputs, kill, cache.
 
-They go through the read API, nimflow._history, and print with nimflow._cli_views.
+They go through the read API, nimflow._history, and print with nimflow._cli_views. They are
+plain click commands (nimflow._cli_click says why); nimflow.cli runs them without typer.
 """
 
 from __future__ import annotations
@@ -9,24 +10,28 @@ import json
 import os
 import signal
 import sys
-from typing import Annotated
 
 import click
-import typer
 
 from nimflow import _history
+from nimflow._cli_click import Argument, Command, Group, command
 from nimflow._cli_views import cache_table, human_outputs, plural, run_tree, runs_table
 from nimflow._console import console, print_table
 from nimflow._exceptions import UserInputError
 from nimflow._reader import open_reader
 from nimflow._status import Status
 
-__all__ = ["cache_app", "kill", "outputs", "runs", "show"]
-
-cache_app = typer.Typer(help="Inspect or clear cached task results.", no_args_is_help=True)
+__all__ = ["read_group"]
 
 
-def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, newest first.")] = 20) -> None:
+_RUN_ID = "Run id (or a prefix); default: the latest."
+
+
+@command()
+@click.option(
+    "--limit", "-n", type=int, default=20, show_default=True, metavar="<int>", help="How many, newest first."
+)
+def runs(limit: int) -> None:
     """List recent runs.
 
     Newest first: status (interrupted for a run whose process died), start, duration, first error.
@@ -36,12 +41,15 @@ def runs(limit: Annotated[int, typer.Option("--limit", "-n", help="How many, new
     print_table(console, runs_table(rows))
 
 
-def show(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    tracebacks: Annotated[
-        bool, typer.Option("--traceback", help="Add the Python traceback under each failed node and item.")
-    ] = False,
-) -> None:
+@command()
+@click.argument("run_id", cls=Argument, help=_RUN_ID)
+@click.option(
+    "--traceback",
+    "tracebacks",
+    is_flag=True,
+    help="Add the Python traceback under each failed node and item.",
+)
+def show(run_id: str | None, tracebacks: bool) -> None:
     """Show a run as a tree of nodes.
 
     Per node: status, duration, attempts, cache hits, tokens, and the whole message of each failure.
@@ -53,10 +61,10 @@ def show(
     console.print(run_tree(info, rows, tracebacks=tracebacks, scale_events=events))
 
 
-def outputs(
-    run_id: Annotated[str | None, typer.Argument(help="Run id (or a prefix); default: the latest.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print them as JSON, for programs.")] = False,
-) -> None:
+@command()
+@click.argument("run_id", cls=Argument, help=_RUN_ID)
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON, for programs.")
+def outputs(run_id: str | None, as_json: bool) -> None:
     """Print a run's outputs.
 
     Readable by default (one list item a line); --json prints JSON for programs.
@@ -74,7 +82,9 @@ def outputs(
         sys.stdout.write(human_outputs(data) + "\n")
 
 
-def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -> None:
+@command()
+@click.argument("run_id", cls=Argument, help="Run id (or a prefix).", required=True)
+def kill(run_id: str) -> None:
     """Cancel a running run.
 
     From another terminal; the run stops as on Ctrl-C and its finished items stay saved.
@@ -94,7 +104,12 @@ def kill(run_id: Annotated[str, typer.Argument(help="Run id (or a prefix).")]) -
 # nimflow cache
 
 
-@cache_app.command("ls")
+@click.group("cache", cls=Group, no_args_is_help=True)
+def cache_group() -> None:
+    """Inspect or clear cached task results."""
+
+
+@cache_group.command("ls", cls=Command)
 def cache_ls() -> None:
     """List cached results per task.
 
@@ -105,14 +120,13 @@ def cache_ls() -> None:
     print_table(console, cache_table(rows))
 
 
-@cache_app.command("clear")
-def cache_clear(
-    task: Annotated[
-        str | None, typer.Argument(help="The task whose results to delete (as `nimflow cache ls` names it).")
-    ] = None,
-    all_: Annotated[bool, typer.Option("--all", help="Delete the cached results of every task.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-) -> None:
+@cache_group.command("clear", cls=Command)
+@click.argument(
+    "task", cls=Argument, help="The task whose results to delete (as `nimflow cache ls` names it)."
+)
+@click.option("--all", "all_", is_flag=True, help="Delete the cached results of every task.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def cache_clear(task: str | None, all_: bool, yes: bool) -> None:
     """Delete cached results.
 
     Of one task, or of every task with --all; asks first unless --yes.
@@ -130,7 +144,11 @@ def cache_clear(
             if task
             else f"all {plural(count, 'cached result')}"
         )
-        if count and not yes and not typer.confirm(f"Delete {what}?", default=False):
+        if count and not yes and not click.confirm(f"Delete {what}?", default=False):
             raise UserInputError("nothing was deleted (add --yes to skip the question).")
         removed = _history.clear_cache(store, task)
     console.print(f"removed {plural(removed, 'cached result')}" + (f" of {task}" if task else ""))
+
+
+# nimflow.cli runs these without typer; nimflow --help lists them with the typer commands.
+read_group = click.Group("nimflow", commands=[runs, show, outputs, kill, cache_group])

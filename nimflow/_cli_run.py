@@ -10,12 +10,12 @@ import functools
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import typer
 from rich.markup import escape
 
+from nimflow._cli_click import Argument, command
 from nimflow._cli_views import plural
 from nimflow._console import console, err_console
 from nimflow._exceptions import RunFailedError, UserInputError
@@ -36,70 +36,70 @@ RUN_SETTINGS: dict[str, Any] = {
 }
 
 
+@command(**RUN_SETTINGS)
+@click.argument(
+    "file",
+    cls=Argument,
+    type=click.Path(path_type=Path),
+    metavar="FILE [WORKFLOW]",
+    kind="path",
+    help="A Python file that defines a @workflow (then WORKFLOW, its name, if it defines several).",
+)
+@click.option("--no-cache", is_flag=True, help="Recompute every task (results are cached anew).")
+@click.option(
+    "--server",
+    multiple=True,
+    metavar="ACTOR=SPEC",
+    help="Serve an actor another way: fake | endpoint:URL | process:CMD. Repeatable.",
+)
+@click.option(
+    "--model", multiple=True, metavar="ACTOR=NAME", help="The model an actor's server serves. Repeatable."
+)
+@click.option(
+    "--api-key",
+    multiple=True,
+    metavar="ACTOR=SECRET_NAME",
+    help="The secret holding an endpoint's API key (its name).",
+)
+@click.option(
+    "--request-timeout", multiple=True, metavar="ACTOR=SECONDS", help="Bound each model request of an actor."
+)
+@click.option(
+    "--replicas",
+    multiple=True,
+    metavar="ACTOR=N|MIN:MAX",
+    help="An actor's replicas, or bounds to scale between.",
+)
+@click.option(
+    "--placement",
+    multiple=True,
+    metavar="ACTOR=WHERE",
+    help="Place an actor's replicas elsewhere: ray | ray:ADDRESS (a Ray cluster). Repeatable.",
+)
+@click.option("--every", type=float, metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Compute cached maps' items in N processes.",
+)
+@click.option("--help", "-h", "show_help", is_flag=True, help="Show this message (with FILE: its inputs).")
+@click.pass_context
 def run(
-    ctx: typer.Context,
-    file: Annotated[
-        Path | None,
-        typer.Argument(
-            help="A Python file that defines a @workflow (then WORKFLOW, its name, if it defines several).",
-            metavar="FILE [WORKFLOW]",
-            show_default=False,
-        ),
-    ] = None,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Recompute every task (results are cached anew).")
-    ] = False,
-    server: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--server",
-            metavar="ACTOR=SPEC",
-            help="Serve an actor another way: fake | endpoint:URL | process:CMD. Repeatable.",
-        ),
-    ] = None,
-    model: Annotated[
-        list[str] | None,
-        typer.Option("--model", metavar="ACTOR=NAME", help="The model an actor's server serves. Repeatable."),
-    ] = None,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            metavar="ACTOR=SECRET_NAME",
-            help="The secret holding an endpoint's API key (its name).",
-        ),
-    ] = None,
-    request_timeout: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--request-timeout", metavar="ACTOR=SECONDS", help="Bound each model request of an actor."
-        ),
-    ] = None,
-    replicas: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--replicas", metavar="ACTOR=N|MIN:MAX", help="An actor's replicas, or bounds to scale between."
-        ),
-    ] = None,
-    placement: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--placement",
-            metavar="ACTOR=WHERE",
-            help="Place an actor's replicas elsewhere: ray | ray:ADDRESS (a Ray cluster). Repeatable.",
-        ),
-    ] = None,
-    every: Annotated[
-        float | None,
-        typer.Option("--every", metavar="SECONDS", help="Run again at this fixed rate until Ctrl-C."),
-    ] = None,
-    workers: Annotated[
-        int,
-        typer.Option("--workers", metavar="N", min=1, help="Compute cached maps' items in N processes."),
-    ] = 1,
-    show_help: Annotated[
-        bool, typer.Option("--help", "-h", help="Show this message (with FILE: its inputs).")
-    ] = False,
+    ctx: click.Context,
+    file: Path | None,
+    no_cache: bool,
+    server: tuple[str, ...],
+    model: tuple[str, ...],
+    api_key: tuple[str, ...],
+    request_timeout: tuple[str, ...],
+    replicas: tuple[str, ...],
+    placement: tuple[str, ...],
+    every: float | None,
+    workers: int,
+    show_help: bool,
 ) -> int:
     """Run a workflow; its inputs are options.
 
@@ -113,29 +113,25 @@ def run(
     from nimflow.actors.overrides import parse_actor_flags
 
     if file is None:
-        typer.echo(ctx.get_help())
+        click.echo(ctx.get_help())
         return 0 if show_help else 2
     args = list(ctx.args)
     # WORKFLOW is read here rather than declared: declared, it would swallow the value of an input option.
     workflow = args.pop(0) if args and not args[0].startswith("-") else None
     wf = pick_workflow(file, workflow)
-    command = inputs_command(wf, file)
+    parser = inputs_command(wf, file)
     if show_help:
-        with click.Context(command, info_name=f"nimflow run {file}") as help_ctx:
-            typer.echo(command.get_help(help_ctx))
+        with click.Context(parser, info_name=f"nimflow run {file}") as help_ctx:
+            click.echo(parser.get_help(help_ctx))
         return 0
-    inputs = command.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
+    inputs = parser.main(args, prog_name=f"nimflow run {file}", standalone_mode=False)
     servers = parse_actor_flags(
-        server=server or [],
-        model=model or [],
-        api_key=api_key or [],
-        request_timeout=request_timeout or [],
-        replicas=replicas or [],
+        server=server, model=model, api_key=api_key, request_timeout=request_timeout, replicas=replicas
     )
     if placement:
         from nimflow.actors.launchers.ray import place
 
-        place(wf, placement)
+        place(wf, list(placement))
     _setup_logging()
     once = functools.partial(
         _run_once, wf, inputs, use_cache=not no_cache, servers=servers, file=str(file), workers=workers

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -110,7 +111,15 @@ class ActorSession:
                 api_key = self.api_key(state)
             except SecretMissingError:
                 api_key = None  # the acquisition that follows names the missing secret
-            state.identity = await serving_identity(state.spec, self.client(), api_key)
+            if self._http is None and _plain_http(state.spec):
+                # Over plain HTTP (or with no request at all) the identity needs no CA bundle,
+                # whose loading is most of what a fully cached rerun spends on its actor; an
+                # SSL context without CAs fails any TLS request instead of trusting it.
+                no_cas = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                async with httpx.AsyncClient(trust_env=False, verify=no_cas) as http:
+                    state.identity = await serving_identity(state.spec, http, api_key)
+            else:
+                state.identity = await serving_identity(state.spec, self.client(), api_key)
         return state.identity
 
     async def acquire(self, actor: ActorRef) -> ActorResources:
@@ -344,3 +353,8 @@ async def _ensure_janitor(db_url: str) -> None:
     from nimflow.actors import janitor
 
     await anyio.to_thread.run_sync(janitor.ensure_running, db_url)
+
+
+def _plain_http(spec: ServerSpec) -> bool:
+    """Whether naming what serves `spec` sends nothing, or only a request over plain HTTP."""
+    return not isinstance(spec, OpenAIEndpoint) or bool(spec.model) or spec.base_url.startswith("http://")
