@@ -28,8 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = Path("/usr/bin/python3.11")
 STDLIB = Path("/usr/lib/python3.11")
 REPOSITORY = "nimflow-test-fake"
-# Pure-Python packages the fake server needs at run time (starlette, uvicorn and theirs).
-PACKAGES = ["starlette", "uvicorn", "anyio", "h11", "click", "sniffio", "idna", "typing_extensions"]
+# Pure-Python packages the fake server needs at run time (uvicorn and its own).
+PACKAGES = ["uvicorn", "anyio", "h11", "click", "sniffio", "idna", "typing_extensions"]
 SKIP_STDLIB = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "site-packages",
                "dist-packages", "config-3.11-x86_64-linux-gnu", "pydoc_data"}  # fmt: skip
 SKIP_TESTING = {"__init__.py", "plugin.py", "cli.py"}  # pytest / typer entry points, not the server
