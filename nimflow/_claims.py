@@ -3,11 +3,12 @@
 A claim row says "owner is computing key until expires_at". Taking keys is one atomic statement
 per chunk on SQLite and PostgreSQL alike: INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE the
 existing lease has expired (or is already ours). Rows that conflict with a live lease of another
-owner are left alone; RETURNING says which keys this owner now holds. An owner that dies stops
-renewing, and its leases are taken over once they expire.
+owner are left alone; then this owner reads which keys it holds (RETURNING on PostgreSQL). An
+owner that dies stops renewing, and its leases are taken over once they expire.
 
-On SQLite every statement here is one step: the keys go in as one JSON array (`json_each`) and
-come back as one (`json_group_array`). The claims run in a worker thread while the event loop
+The keys of a chunk go in as one array, a JSON text on SQLite (`json_each`), a text[] on
+PostgreSQL (`unnest`), and come back as one: every statement here is one step on SQLite and one
+round trip on PostgreSQL (bound row by row, PostgreSQL's claims cost 140 us a key). The claims run in a worker thread while the event loop
 keeps a core busy, and the sqlite3 module gives up the GIL at every step (a RETURNING row, a
 fetched row): getting it back waits for the busy thread's switch interval, so a 500-row RETURNING
 held the database's write lock, and with it the writer's commits, for up to 2.5 s.
@@ -15,14 +16,12 @@ held the database's write lock, and with it the writer's commits, for up to 2.5 
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, delete, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import Connection, Engine, delete, select, text, update
 
 from nimflow._tables import Claim
 
@@ -54,76 +53,64 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
         with engine.connect() as conn:
             others |= _keys_of_others(conn, chunk, owner)
         now = time.time()
+        keys_param = _encode(engine.dialect.name, chunk)
+        params = {"keys": keys_param, "owner": owner, "expires": now + lease_seconds, "now": now}
         with engine.begin() as conn:
-            if engine.dialect.name == "sqlite":
-                params = {
-                    "keys": json.dumps(chunk),
-                    "owner": owner,
-                    "expires": now + lease_seconds,
-                    "now": now,
-                }
+            if conn.dialect.name == "sqlite":
                 conn.execute(_SQLITE_TAKE, params)
-                held |= _json_keys(conn.execute(_SQLITE_HELD, params).scalar_one())
-            else:
-                rows = [
-                    {"key": k, "owner": owner, "expires_at": now + lease_seconds, "claimed_at": now}
-                    for k in chunk
-                ]
-                held.update(conn.execute(_upsert(engine.dialect.name), rows).scalars())
+                held |= _decode(conn.execute(_SQLITE_HELD, params).scalar_one())
+            else:  # RETURNING: the keys inserted or updated, in one result
+                held.update(conn.execute(_PG_TAKE, params).scalars())
     return Claimed(held, held & others)
 
 
-_SQLITE_TAKE = text(
-    "INSERT INTO claim (key, owner, expires_at, claimed_at) "
-    "SELECT value, :owner, :expires, :now FROM json_each(:keys) WHERE true "
+_TAKE = (
+    "INSERT INTO claim (key, owner, expires_at, claimed_at) SELECT k, :owner, :expires, :now FROM {keys} "
     "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at, "
     "claimed_at = excluded.claimed_at "
     # Expired (its expiry is before this claim's time), or already ours.
     "WHERE claim.expires_at < excluded.claimed_at OR claim.owner = excluded.owner"
 )
-# The keys are looked up one by one in the claim table's primary key (CROSS JOIN keeps json_each
-# the outer loop): by the owner index instead, each chunk scanned every key the owner held.
+# The keys go in as one array and come back as one, whatever their number: on SQLite a JSON text
+# (json_each; `WHERE true` lets SQLite read the ON CONFLICT after a SELECT), on PostgreSQL a text[].
+_SQLITE_TAKE = text(_TAKE.format(keys="(SELECT value AS k FROM json_each(:keys)) WHERE true"))
+_PG_TAKE = text(_TAKE.format(keys="unnest(CAST(:keys AS text[])) AS k") + " RETURNING key")
+# Looked up one by one in the claim table's primary key (CROSS JOIN keeps json_each the outer
+# loop): through the owner index, each chunk scanned every key the owner already held.
 _SQLITE_HELD = text(
     "SELECT json_group_array(c.key) FROM json_each(:keys) AS j CROSS JOIN claim AS c ON c.key = j.value "
     "WHERE c.owner = :owner"
 )
-_SQLITE_OTHERS = text(
-    "SELECT json_group_array(c.key) FROM json_each(:keys) AS j CROSS JOIN claim AS c ON c.key = j.value "
-    "WHERE c.owner != :owner AND c.expires_at >= :since"
-)
+_OTHERS = {
+    "sqlite": text(
+        "SELECT json_group_array(c.key) FROM json_each(:keys) AS j CROSS JOIN claim AS c ON c.key = j.value "
+        "WHERE c.owner != :owner AND c.expires_at >= :since"
+    ),
+    "postgresql": text(
+        "SELECT array_agg(key) FROM claim "
+        "WHERE key = ANY(CAST(:keys AS text[])) AND owner != :owner AND expires_at >= :since"
+    ),
+}
 
 
-def _json_keys(found: str | None) -> set[str]:
-    return set(json.loads(found)) if found else set()
+def _encode(dialect: str, keys: list[str]) -> Any:
+    return json.dumps(keys) if dialect == "sqlite" else keys
+
+
+def _decode(found: str | list[str] | None) -> set[str]:
+    if not found:
+        return set()
+    return set(json.loads(found) if isinstance(found, str) else found)
 
 
 def _keys_of_others(conn: Connection, chunk: list[str], owner: str, since: float | None = None) -> set[str]:
     """The keys of `chunk` another owner holds (under a lease alive at `since`, when given)."""
-    if conn.dialect.name == "sqlite":
-        params = {"keys": json.dumps(chunk), "owner": owner, "since": -1.0 if since is None else since}
-        return _json_keys(conn.execute(_SQLITE_OTHERS, params).scalar_one())
-    query = select(_table.c.key).where(_table.c.key.in_(chunk), _table.c.owner != owner)
-    if since is not None:
-        query = query.where(_table.c.expires_at >= since)
-    return set(conn.execute(query).scalars())
-
-
-@functools.cache
-def _upsert(dialect: str) -> Any:
-    """PostgreSQL's claim: one statement for every chunk (bound per row, compiled once; RETURNING
-    comes back in one result); a multi-VALUES statement built per chunk cost more to compile than
-    to run."""
-    stmt = pg_insert(_table)
-    return stmt.on_conflict_do_update(
-        index_elements=[_table.c.key],
-        set_={
-            "owner": stmt.excluded.owner,
-            "expires_at": stmt.excluded.expires_at,
-            "claimed_at": stmt.excluded.claimed_at,
-        },
-        # Expired (its expiry is before this claim's time), or already ours.
-        where=or_(_table.c.expires_at < stmt.excluded.claimed_at, _table.c.owner == stmt.excluded.owner),
-    ).returning(_table.c.key)
+    params = {
+        "keys": _encode(conn.dialect.name, chunk),
+        "owner": owner,
+        "since": -1.0 if since is None else since,
+    }
+    return _decode(conn.execute(_OTHERS[conn.dialect.name], params).scalar_one())
 
 
 def _mine_in_key_order(owner: str) -> Any:
