@@ -8,10 +8,11 @@ owner that dies stops renewing, and its leases are taken over once they expire.
 
 The keys of a chunk go in as one array, a JSON text on SQLite (`json_each`), a text[] on
 PostgreSQL (`unnest`), and come back as one: every statement here is one step on SQLite and one
-round trip on PostgreSQL (bound row by row, PostgreSQL's claims cost 140 us a key). The claims run in a worker thread while the event loop
-keeps a core busy, and the sqlite3 module gives up the GIL at every step (a RETURNING row, a
-fetched row): getting it back waits for the busy thread's switch interval, so a 500-row RETURNING
-held the database's write lock, and with it the writer's commits, for up to 2.5 s.
+round trip on PostgreSQL. Bound row by row, PostgreSQL's claims cost 140 us a key. On SQLite the
+claims run in a worker thread while the event loop keeps a core busy, and the sqlite3 module gives
+up the GIL at every step (a RETURNING row, a fetched row): getting it back waits for the busy
+thread's switch interval, so a 500-row RETURNING held the database's write lock, and with it the
+writer's commits, for up to 2.5 s.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
     """Take the keys that are unclaimed, expired or already ours; say which `owner` now holds."""
     held: set[str] = set()
     others: set[str] = set()
+    dialect = engine.dialect.name
     for chunk in _chunks(keys):
         # Read before the upsert, outside its transaction (a SQLite read snapshot that then writes
         # fails when another process committed meanwhile): a key another owner held just before and
@@ -53,10 +55,9 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
         with engine.connect() as conn:
             others |= _keys_of_others(conn, chunk, owner)
         now = time.time()
-        keys_param = _encode(engine.dialect.name, chunk)
-        params = {"keys": keys_param, "owner": owner, "expires": now + lease_seconds, "now": now}
+        params = {"keys": _encode(dialect, chunk), "owner": owner, "expires": now + lease_seconds, "now": now}
         with engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
+            if dialect == "sqlite":
                 conn.execute(_SQLITE_TAKE, params)
                 held |= _decode(conn.execute(_SQLITE_HELD, params).scalar_one())
             else:  # RETURNING: the keys inserted or updated, in one result

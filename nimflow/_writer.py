@@ -34,18 +34,22 @@ _switch_users = 0
 _switch_before = sys.getswitchinterval()
 
 
-def _hold_switch_interval(hold: bool) -> None:
+def _shorten_switch_interval() -> None:
     global _switch_users, _switch_before
     with _switch_lock:
-        if hold:
-            if _switch_users == 0:
-                _switch_before = sys.getswitchinterval()
-                sys.setswitchinterval(min(_switch_before, _SWITCH_INTERVAL))
-            _switch_users += 1
-        else:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_before)
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, _SWITCH_INTERVAL))
+        _switch_users += 1
+
+
+def _restore_switch_interval() -> None:
+    """When the last writer closes: the interval as it was before the first."""
+    global _switch_users
+    with _switch_lock:
+        _switch_users -= 1
+        if _switch_users == 0:
+            sys.setswitchinterval(_switch_before)
 
 
 class Writer:
@@ -67,7 +71,7 @@ class Writer:
         self._error: BaseException | None = None
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nimflow-db-writer", daemon=True)
-        _hold_switch_interval(True)
+        _shorten_switch_interval()
         self._thread.start()
 
     def insert(self, model: type[SQLModel], row: dict[str, Any]) -> None:
@@ -95,7 +99,7 @@ class Writer:
         finally:
             self._queue.put(("stop", None))
             self._thread.join()
-            _hold_switch_interval(False)
+            _restore_switch_interval()
 
     def _loop(self) -> None:
         while True:
