@@ -66,9 +66,8 @@ class _RunProgress(Progress):
                 info.append(f"[cyan]{state.cached} cached[/]")
             if state.failed:
                 info.append(f"[red]{state.failed} failed[/]")
-            if (
-                state.status in (Status.FAILED, Status.SKIPPED) and not state.failed
-            ):  # "1 failed" says it already
+            # A failed or skipped node says so, unless "1 failed" above says it already.
+            if state.status in (Status.FAILED, Status.SKIPPED) and not state.failed:
                 info.append(f"[red]{state.status}[/]")
             self.update(
                 self._ids[node_id],
