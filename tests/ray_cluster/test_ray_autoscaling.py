@@ -15,11 +15,9 @@ from typing import Any
 
 import httpx
 import pytest
+from autoscale.support import events
 from ray_support import named_actors, node_of, replicas, wait_until
-from sqlmodel import select
 
-from nimflow._store import Store
-from nimflow._tables import ScaleEvent
 from nimflow.actors.launchers.ray import NAMESPACE
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'nimflow[ray]'")
@@ -35,15 +33,6 @@ def no_replicas_left(ray_cluster: LocalCluster) -> Iterator[None]:
     yield
     for name in named_actors():
         ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-
-
-def scale_events(run_id: str) -> list[ScaleEvent]:
-    store = Store.open()
-    try:
-        with store.session() as session:
-            return list(session.exec(select(ScaleEvent).where(ScaleEvent.run_id == run_id)))
-    finally:
-        store.close()
 
 
 def nimflow_cli(*args: str) -> str:
@@ -84,7 +73,7 @@ def test_a_burst_scales_to_three_ray_replicas_on_three_nodes_and_back_to_one(
     for item, answer in zip(items, result["outputs"], strict=True):
         assert f"Item {item.split()[1]} " in answer, (item, answer)
 
-    ups = [e for e in scale_events(result["run_id"]) if e.to_count > e.from_count]
+    ups = [e for e in events(result["run_id"]) if e.to_count > e.from_count]
     assert ups and max(e.to_count for e in ups) == 3 and all(e.to_count <= 3 for e in ups), ups
     # The three nodes of the cluster (this file runs before the node-kill test removes one).
     assert len(nodes) == 3, "one logical GPU per node: three replicas, three nodes"
