@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, delete, select, text, update
 
+from nimflow._bulk import key_array
 from nimflow._tables import Claim
 
 _CHUNK = 500  # keys per statement: a bound on SQL parameters
@@ -55,7 +56,12 @@ def claim(engine: Engine, keys: Sequence[str], owner: str, lease_seconds: float)
         with engine.connect() as conn:
             others |= _keys_of_others(conn, chunk, owner)
         now = time.time()
-        params = {"keys": _encode(dialect, chunk), "owner": owner, "expires": now + lease_seconds, "now": now}
+        params = {
+            "keys": key_array(engine.dialect, chunk),
+            "owner": owner,
+            "expires": now + lease_seconds,
+            "now": now,
+        }
         with engine.begin() as conn:
             if dialect == "sqlite":
                 conn.execute(_SQLITE_TAKE, params)
@@ -94,10 +100,6 @@ _OTHERS = {
 }
 
 
-def _encode(dialect: str, keys: list[str]) -> Any:
-    return json.dumps(keys) if dialect == "sqlite" else keys
-
-
 def _decode(found: str | list[str] | None) -> set[str]:
     if not found:
         return set()
@@ -107,7 +109,7 @@ def _decode(found: str | list[str] | None) -> set[str]:
 def _keys_of_others(conn: Connection, chunk: list[str], owner: str, since: float | None = None) -> set[str]:
     """The keys of `chunk` another owner holds (under a lease alive at `since`, when given)."""
     params = {
-        "keys": _encode(conn.dialect.name, chunk),
+        "keys": key_array(conn.dialect, chunk),
         "owner": owner,
         "since": -1.0 if since is None else since,
     }

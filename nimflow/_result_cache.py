@@ -57,7 +57,9 @@ class ResultCache:
         self._warned_source: set[str] = set()
         self.owner = owner or run_id  # who holds this process's claims
         self.lease = lease_seconds()
-        self._held: set[str] = set()  # keys this process has claimed and not yet released
+        # Whether this process holds leases not yet released (release_all drops them by owner, so
+        # the keys themselves need not be kept: a 100,000-item map's would be 15 MB).
+        self._holding = False
 
     # -- claims ---------------------------------------------------------------------------------
 
@@ -72,14 +74,14 @@ class ResultCache:
         between our lookup and our claim); and how many of them it took over from another run's
         expired lease."""
         taken, over = self._store.claim(keys, self.owner, self.lease)
-        self._held |= taken
+        self._holding |= bool(taken)
         if taken:
             taken -= set(self._store.cached(list(taken)))
         return taken, len(over & taken)
 
     def renew(self) -> None:
         """Push back the expiry of this process's leases (from the run's heartbeat)."""
-        if self._held:
+        if self._holding:
             self._store.renew(self.owner, self.lease)
 
     async def keep_claims(self) -> None:
@@ -94,10 +96,10 @@ class ResultCache:
 
     def release(self) -> None:
         """Give up every lease held, once what was computed under them is committed (blocking)."""
-        if not self._held:
+        if not self._holding:
             return
         self._store.flush()  # the results first: a key must never be free and absent from the cache
-        self._held = set()
+        self._holding = False
         self._store.release_all(self.owner)  # every key held is released: one statement
 
     async def keys(self, node: Node[TaskSpec[..., Any]], calls: Sequence[dict[str, Any]]) -> list[str] | None:

@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
-from sqlalchemy import select as sa_select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from nimflow import _claims, _config, _engine, _schema
+from nimflow._bulk import rows_by_key
 from nimflow._tables import ActorReplica, Cached, CacheEntry, Claim, Run, TaskRun
 from nimflow._writer import Writer
+
+_CACHED_COLUMNS = ("key", "output", "source_hash", "run_id")
 
 __all__ = ["ActorReplica", "CacheEntry", "Cached", "Claim", "Run", "Store", "TaskRun"]
 
@@ -32,7 +34,7 @@ class Store:
     past NIMFLOW_DB_LOCK_TIMEOUT) raise StorageError.
     """
 
-    _CHUNK = 500  # bound on SQL parameters per IN (...) query
+    _CHUNK = 4000  # keys per lookup: a bound on one statement's work, not on its parameters
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -120,10 +122,7 @@ class Store:
         with self.engine.connect() as conn:
             for start in range(0, len(unique), self._CHUNK):
                 chunk = unique[start : start + self._CHUNK]
-                query = sa_select(table.c.key, table.c.output, table.c.source_hash, table.c.run_id).where(
-                    table.c.key.in_(chunk)
-                )
-                for key, output, source_hash, run_id in conn.execute(query):
+                for key, output, source_hash, run_id in rows_by_key(conn, table, _CACHED_COLUMNS, chunk):
                     found[key] = Cached(output, source_hash, run_id)
         return found
 
