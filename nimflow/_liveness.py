@@ -1,10 +1,14 @@
 """What keeps a run's row truthful while it runs: a heartbeat every few seconds (so a reader can
 tell a run whose process died, see nimflow._history), and the watch on Ctrl-C and SIGTERM
-(`nimflow kill`) that cancels the run and says which of the two it was.
+(`nimflow kill`) that cancels the run and says which of the two it was. And what keeps the
+process lean during it: the garbage collector and malloc's arenas.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes.util
+import functools
 import gc
 import signal
 import time
@@ -17,7 +21,16 @@ import anyio.abc
 
 from nimflow._store import Run, Store
 
-__all__ = ["CTRL_C", "HEARTBEAT_SECONDS", "KILLED", "Stop", "heartbeat", "quiet_gc", "watch_signals"]
+__all__ = [
+    "CTRL_C",
+    "HEARTBEAT_SECONDS",
+    "KILLED",
+    "Stop",
+    "few_malloc_arenas",
+    "heartbeat",
+    "quiet_gc",
+    "watch_signals",
+]
 
 HEARTBEAT_SECONDS = 2.0
 CTRL_C = "cancelled (Ctrl-C)"
@@ -66,3 +79,18 @@ def quiet_gc() -> Iterator[None]:
     finally:
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@functools.cache
+def few_malloc_arenas() -> None:
+    """Cap glibc's malloc at 2 arenas in this process (once). A run's threads (sync tasks, claims,
+    the writer) each get an arena of their own, and SQLite's and the claims' large buffers then
+    fragment them: a 100,000-item cached map grew the process ~0.8 KB per item without the cap,
+    and a batch file ~1 KB per line. A no-op off glibc."""
+    name = ctypes.util.find_library("c")
+    if name:
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name).mallopt(_M_ARENA_MAX, 2)

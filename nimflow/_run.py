@@ -30,7 +30,7 @@ from nimflow._artifacts import record_artifact_outputs, record_lineage, resolve_
 from nimflow._context import bind_run
 from nimflow._exceptions import RunCancelledError, RunFailedError, SerializationError, UserInputError
 from nimflow._graph import current_builder
-from nimflow._liveness import CTRL_C, Stop, heartbeat, quiet_gc, watch_signals
+from nimflow._liveness import CTRL_C, Stop, few_malloc_arenas, heartbeat, quiet_gc, watch_signals
 from nimflow._recorder import ItemFailure, NodeState
 from nimflow._scheduler import Scheduler
 from nimflow._status import Status
@@ -131,6 +131,7 @@ def run(
     RunCancelledError is raised. `workers=N` computes the cached maps' items in N processes
     (this one and N-1 workers, see nimflow._workers).
     """
+    few_malloc_arenas()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
@@ -170,6 +171,7 @@ async def arun(
     **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop (whose signals are theirs)."""
+    few_malloc_arenas()
     return await _execute(
         wf,
         {**(inputs or {}), **kw_inputs},

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-
-def _few_malloc_arenas() -> None:
-    """Cap glibc's malloc at 2 arenas in this process. Each chunk of a batch is one run with its
-    own short-lived threads, and glibc's per-thread arenas then fragment: measured, the process
-    grew ~1 KB per input line without the cap and stays flat with it. A no-op off glibc."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(name).mallopt(_M_ARENA_MAX, 2)
-
+from nimflow._liveness import few_malloc_arenas
 
 SERVER_HELP = "What serves the requests: fake, endpoint:URL, vllm:MODEL, nim:IMAGE or container:IMAGE."
 
@@ -52,7 +37,7 @@ def batch_command(
 
     from ._run import run_batch_file
 
-    _few_malloc_arenas()
+    few_malloc_arenas()
     console = Console(stderr=True)
     try:
         summary = run_batch_file(
@@ -99,5 +84,5 @@ def batch_server_command(
     """
     from ._api import serve
 
-    _few_malloc_arenas()
+    few_malloc_arenas()
     serve(server, host=host, port=port, token=token, ttl=ttl)
