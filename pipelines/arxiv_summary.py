@@ -23,7 +23,6 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import arxiv
 import httpx
 from pydantic import BaseModel
 from results import save_results
@@ -139,6 +138,8 @@ def load_arxiv(
 
 
 def search_arxiv(query: str, top_k: int, chars_max: int) -> list[Paper]:
+    import arxiv  # here: it brings requests, feedparser and lxml, which a cached rerun never needs
+
     client = arxiv.Client(page_size=min(top_k, 100), delay_seconds=3.0, num_retries=3)
     client.query_url_format = os.environ.get("ARXIV_API_URL", ARXIV_API_URL) + "?{}"
     search = arxiv.Search(query=query, max_results=top_k, sort_by=arxiv.SortCriterion.Relevance)

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel
 
 _CHUNK = 500  # bound on parameters per IN (...)
@@ -51,8 +49,13 @@ def _insert_if_absent(db: Session, t: Any) -> Any:
     """INSERT that skips keys present by now: another process saving the same key between our
     lookup and our insert must not fail the run (its row, as fresh as ours, stays)."""
     dialect = db.get_bind().dialect.name
+    # The dialects' modules are imported here: PostgreSQL's costs a SQLite run 50 ms at start-up.
     if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
         return pg_insert(t).on_conflict_do_nothing()
     if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
         return sqlite_insert(t).on_conflict_do_nothing()
     return insert(t)
