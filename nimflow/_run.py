@@ -260,8 +260,9 @@ async def _execute(
                     tg.start_soon(scheduler.cache.keep_claims)
                     if handle_signals:
                         await tg.start(watch_signals, tg.cancel_scope, stop)
-                    if pool is not None:  # started first, this process would claim every item
-                        await anyio.to_thread.run_sync(pool.ready, abandon_on_cancel=True)
+                    if pool is not None:  # the nodes before the maps run while the workers start
+                        scheduler.peers_ready = anyio.Event()
+                        tg.start_soon(_when_ready, pool, scheduler.peers_ready)
                     result.outputs = await scheduler.execute()
                     if pool is not None:
                         for error in await anyio.to_thread.run_sync(pool.wait, abandon_on_cancel=True):
@@ -376,6 +377,11 @@ def _outputs_json(wf: WorkflowSpec[..., Any], outputs: Any) -> str:
     except SerializationError:
         # Outputs are all in the cache already; keep the run a success and say why they're missing.
         return json.dumps({"unserializable": repr(outputs)[:2000]})
+
+
+async def _when_ready(pool: Workers, ready: anyio.Event) -> None:
+    await anyio.to_thread.run_sync(pool.ready, abandon_on_cancel=True)
+    ready.set()
 
 
 def _sorted(failures: list[ItemFailure]) -> list[ItemFailure]:

@@ -37,12 +37,13 @@ DEFAULT_THREADS = 16
 # handing back to the event loop: fast sync tasks then cost one thread hop per slice, not per item.
 SYNC_SLICE_SECONDS = 0.02
 
-# Keys claimed at a time, a chunk ahead of the workers: the first chunk at most CLAIM_CHUNK, grown up
-# to CLAIM_CHUNK_MAX while claiming cannot keep up with the tasks (see _claimed).
+# Keys claimed at a time: the first chunk fills the node's workers (at most CLAIM_CHUNK); the chunks
+# after it start at a quarter of that and double, up to CLAIM_CHUNK_MAX, while claiming cannot keep
+# up with the tasks (see _claimed).
 CLAIM_CHUNK, CLAIM_CHUNK_MAX = 500, 4_000
 
 # Waiting for items another run holds: poll the cache from the first to the second, doubling.
-POLL_SECONDS = (0.05, 1.0)
+POLL_SECONDS = (0.05, 0.25)
 
 log = logging.getLogger("nimflow")
 
@@ -78,6 +79,9 @@ class Scheduler:
         self._values: dict[str, Any] = {}
         self._events = {node.id: anyio.Event() for node in graph}
         self._threads = anyio.CapacityLimiter(DEFAULT_THREADS)
+        # Set once the run's worker processes (--workers) can claim: a map claims its items only
+        # then, or this process would have claimed them before the workers had started.
+        self.peers_ready: anyio.Event | None = None
 
     @property
     def states(self) -> dict[str, NodeState]:
@@ -198,28 +202,32 @@ class Scheduler:
         stored there, or taken over once their claimer let them go (it died, or failed them)."""
         state, cache = self.states[node.id], self.cache
         deferred: list[int] = []
-        # The first chunk is what the node's workers take at once; a chunk ahead is claimed as soon
-        # as the one before starts to be taken.
-        chunk = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), CLAIM_CHUNK)
-        queue = WorkQueue(low=chunk)
+        if node.is_map and self.peers_ready is not None:
+            await self.peers_ready.wait()
+        first = min(max(node.concurrency or DEFAULT_ASYNC_CONCURRENCY, 32), CLAIM_CHUNK)
+        ahead = max(8, first // 4)
+        queue = WorkQueue(low=ahead)
 
         async def claim_ahead() -> None:
-            # Claims are database round trips: taken in a worker thread, a chunk ahead of the
-            # workers, so no worker waits for the database between two items. Workers left idle
-            # while a chunk was claimed (tasks faster than claiming) make the next chunk twice as
-            # big: fewer, larger statements, up to a bound that leaves most of a big map free for
-            # cooperating processes.
-            size, start = chunk, 0
+            # Claims are database round trips: taken in a worker thread, ahead of the workers, so
+            # no worker waits for the database between two items. The first chunk fills the
+            # workers; each later one is what the idle workers can take plus `ahead`, claimed once
+            # fewer than `ahead` are ready: a process holds little more than it runs, so cooperating
+            # processes (--workers) share a map's last items evenly (with a whole chunk ahead, one
+            # of two processes held 272 of 400 slow items and the other sat idle at the end). While
+            # the workers outrun the claims (fast tasks), each chunk doubles: fewer, larger
+            # statements.
+            size, start = first, 0
             while start < len(pending):
                 positions = pending[start : start + size]
                 start += size
                 taken, taken_over = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
                 state.taken_over += taken_over  # a dead claimer's leases, expired before we came to them
-                if start > size and queue.starved():  # not the first: workers wait for that one anyway
-                    size = min(size * 2, CLAIM_CHUNK_MAX)
                 queue.put([p for p in positions if keys[p] in taken])
                 deferred.extend(p for p in positions if keys[p] not in taken)
                 await queue.running_low()
+                outrun = queue.idle_workers > 0 and len(taken) == len(positions)  # not lost to another run
+                size = min(size * 2, CLAIM_CHUNK_MAX) if outrun else queue.idle_workers + ahead
             queue.close()
 
         async with anyio.create_task_group() as tg:

@@ -10,6 +10,8 @@ import anyio
 
 __all__ = ["WorkQueue"]
 
+TAKEN_POLL_SECONDS = 0.02
+
 
 class WorkQueue:
     """The positions still to run: taken by the event loop and by sync slices in worker threads,
@@ -57,11 +59,16 @@ class WorkQueue:
         """Wait until fewer than `low` positions are ready."""
         while len(self._ready) >= self._low and self._open:
             self._drained = anyio.Event()
-            await self._drained.wait()
+            # A finished call sets the event; a taken one cannot (takers may be threads), so look
+            # again every TAKEN_POLL_SECONDS: waiting for the first call of a slow chunk to finish
+            # left the next claim 1.5 s late, while a cooperating process claimed the rest.
+            with anyio.move_on_after(TAKEN_POLL_SECONDS):
+                await self._drained.wait()
 
-    def starved(self) -> bool:
-        """Whether workers are waiting for positions."""
-        return self._waiting > 0
+    @property
+    def idle_workers(self) -> int:
+        """How many workers are waiting for positions."""
+        return self._waiting
 
     def finished_one(self) -> None:
         """Called on the event loop as each call finishes (takers may be threads, which cannot

@@ -11,9 +11,9 @@ alone, since it may write rows or files that must be written once.
 
 The workers route to the same actor servers; each process gets 1/N of every actor's in-flight cap
 per replica, so the cap holds across them, and 1/N of each map's concurrency, so that no process
-claims more of a map's items than it can run at once. The run's process starts computing once its
-workers are ready (or after READY_SECONDS): started first, it would claim a whole map before
-they had loaded the workflow. A worker that fails or dies costs nothing but time:
+claims more of a map's items than it can run at once. The run's process claims a map's items once
+its workers are ready (or after READY_SECONDS), and runs the nodes before the maps meanwhile:
+claiming first, it would have taken a whole map before they had loaded the workflow. A worker that fails or dies costs nothing but time:
 its leases are released or expire, and the run's process takes its items over.
 """
 
