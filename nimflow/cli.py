@@ -9,9 +9,10 @@ wrong command line); NIMFLOW_LOG=DEBUG adds the traceback.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -41,13 +42,15 @@ def __getattr__(name: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     code = invoke(argv)
-    # A cancelled run abandons the sync task calls still in their threads (they cannot be
-    # stopped); everything finished is stored by now, so exit without waiting for them.
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+    # Everything is stored and closed by now: exit without the interpreter's teardown. Freeing
+    # the objects of the ~750 modules a run imports took 0.4-0.6 s after a cached rerun (a quarter
+    # of it), and a cancelled run abandons the sync task calls still in their threads (they cannot
+    # be stopped), which a normal exit would wait for. The atexit handlers still run.
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError):  # a closed pipe (`nimflow runs | head`)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    os._exit(code)
 
 
 def invoke(argv: Sequence[str] | None = None) -> int:
