@@ -38,8 +38,7 @@ DEFAULT_THREADS = 16
 SYNC_SLICE_SECONDS = 0.02
 
 # Keys claimed at a time: the first chunk fills the node's workers (at most CLAIM_CHUNK); the chunks
-# after it start at a quarter of that and double, up to CLAIM_CHUNK_MAX, while claiming cannot keep
-# up with the tasks (see _claimed).
+# after it follow how fast the workers finish, up to CLAIM_CHUNK_MAX (see _claimed).
 CLAIM_CHUNK, CLAIM_CHUNK_MAX = 500, 4_000
 
 # Waiting for items another run holds: poll the cache from the first to the second, doubling.
@@ -211,23 +210,25 @@ class Scheduler:
         async def claim_ahead() -> None:
             # Claims are database round trips: taken in a worker thread, ahead of the workers, so
             # no worker waits for the database between two items. The first chunk fills the
-            # workers; each later one is what the idle workers can take plus `ahead`, claimed once
-            # fewer than `ahead` are ready: a process holds little more than it runs, so cooperating
-            # processes (--workers) share a map's last items evenly (with a whole chunk ahead, one
-            # of two processes held 272 of 400 slow items and the other sat idle at the end). While
-            # the workers outrun the claims (fast tasks), each chunk doubles: fewer, larger
-            # statements.
+            # workers. Each later one is what they take now (the idle workers) and `ahead`, or
+            # twice what finished during the last claim, whichever is more: fast tasks get
+            # fewer, larger statements, and a process of slow tasks holds little more than it
+            # runs, so cooperating processes (--workers) share a map's last items evenly (with a
+            # whole chunk ahead, one of two processes held 272 of 400 slow items and the other
+            # sat idle at the end).
             size, start = first, 0
             while start < len(pending):
                 positions = pending[start : start + size]
                 start += size
+                finished_before = queue.finished
                 taken, taken_over = await anyio.to_thread.run_sync(cache.take, [keys[p] for p in positions])
                 state.taken_over += taken_over  # a dead claimer's leases, expired before we came to them
                 queue.put([p for p in positions if keys[p] in taken])
                 deferred.extend(p for p in positions if keys[p] not in taken)
                 await queue.running_low()
-                outrun = queue.idle_workers > 0 and len(taken) == len(positions)  # not lost to another run
-                size = min(size * 2, CLAIM_CHUNK_MAX) if outrun else queue.idle_workers + ahead
+                rate = 2 * (queue.finished - finished_before)
+                size = min(max(rate, queue.idle_workers + ahead), CLAIM_CHUNK_MAX)
+                queue.low = max(ahead, size // 4)
             queue.close()
 
         async with anyio.create_task_group() as tg:

@@ -21,10 +21,11 @@ class WorkQueue:
         self._ready = deque(positions)
         self._lock = threading.Lock()
         self._open = low is not None  # more positions may be put until close()
-        self._low = low or 0
+        self.low = low or 0  # running_low() returns once fewer positions are ready
         self._changed = anyio.Event()  # set (and replaced) when positions are put or the queue closes
         self._drained = anyio.Event()
         self._waiting = 0  # workers in more()
+        self.finished = 0  # calls finished so far
 
     def take(self) -> int | None:
         """The next position, or None when none is ready now (see more())."""
@@ -57,7 +58,7 @@ class WorkQueue:
 
     async def running_low(self) -> None:
         """Wait until fewer than `low` positions are ready."""
-        while len(self._ready) >= self._low and self._open:
+        while len(self._ready) >= self.low and self._open:
             self._drained = anyio.Event()
             # A finished call sets the event; a taken one cannot (takers may be threads), so look
             # again every TAKEN_POLL_SECONDS: waiting for the first call of a slow chunk to finish
@@ -73,7 +74,8 @@ class WorkQueue:
     def finished_one(self) -> None:
         """Called on the event loop as each call finishes (takers may be threads, which cannot
         set an event): wakes running_low() once the ready positions run low."""
-        if len(self._ready) < self._low:
+        self.finished += 1
+        if len(self._ready) < self.low:
             self._drained.set()
 
     def _wake(self) -> None:
