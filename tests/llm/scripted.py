@@ -80,6 +80,13 @@ def seen(server: FakeServer) -> list[str]:
     return [r.prompt for r in server.requests if r.path == "/v1/chat/completions"]
 
 
+async def seen_at_least(server: FakeServer, n: int) -> list[str]:
+    """`seen(server)` once it holds at least `n` requests: the server logs a request just after
+    sending its answer, so a client holding the last answer may look before it is logged."""
+    await wait_until(lambda: len(seen(server)) >= n)
+    return seen(server)
+
+
 def answered(server: FakeServer) -> list[str]:
     return [r.prompt for r in server.requests if r.path == "/v1/chat/completions" and r.status == 200]
 

@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 import pydantic
 import pytest
-from scripted import seen, with_echo
+from scripted import seen_at_least, with_echo
 
 from nimflow._exceptions import (
     AuthenticationError,
@@ -106,7 +106,7 @@ async def test_wrong_api_key_names_the_secret_not_the_key(mini: FakeServer) -> N
         await chat("hi", item_id="doc-1", ctx=ctx)
     message = str(info.value)
     assert "'doc-1'" in message and "NGC_API_KEY" in message and KEY not in message
-    assert len(seen(mini)) == 1
+    assert len(await seen_at_least(mini, 1)) == 1
     await close_actor_context(ctx)
 
 

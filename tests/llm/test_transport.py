@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import openai
 import pytest
-from scripted import answered, echo_server, seen, wait_until, with_echo
+from scripted import answered, echo_server, seen, seen_at_least, wait_until, with_echo
 
 from nimflow.llm.client import build_actor_context, close_actor_context
 from nimflow.llm.context import ActorContext
@@ -275,7 +275,7 @@ async def test_retryable_statuses_are_retried_and_counted(
     ctx = _ctx([mini.base_url])
     with meter() as usage, caplog.at_level(logging.DEBUG, logger="nimflow.llm"):
         assert await _ask(ctx, "x") == "echo: x"
-    assert len(seen(mini)) == 3
+    assert len(await seen_at_least(mini, 3)) == 3
     assert (usage.requests, usage.retries, usage.errors) == (1, 2, 0)
     retries = [r for r in caplog.records if r.name == "nimflow.llm" and "retrying" in r.getMessage()]
     assert len(retries) == 2 and f"HTTP {status}" in retries[0].getMessage()
@@ -300,7 +300,7 @@ async def test_retries_are_bounded(mini: FakeServer) -> None:
     ctx = _ctx([mini.base_url])
     with meter() as usage, pytest.raises(openai.InternalServerError):
         await _ask(ctx, "x")
-    assert len(seen(mini)) == FAST.max_attempts
+    assert len(await seen_at_least(mini, FAST.max_attempts)) == FAST.max_attempts
     assert (usage.retries, usage.errors) == (FAST.max_attempts - 1, 1)
     await close_actor_context(ctx)
 
@@ -321,7 +321,7 @@ async def test_client_errors_are_not_retried(mini: FakeServer, status: int, erro
     ctx = _ctx([mini.base_url])
     with meter() as usage, pytest.raises(error):
         await _ask(ctx, "x")
-    assert len(seen(mini)) == 1
+    assert len(await seen_at_least(mini, 1)) == 1
     assert (usage.retries, usage.errors) == (0, 1)
     await close_actor_context(ctx)
 
