@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nimflow import secrets
@@ -29,7 +30,7 @@ _err = make_console(stderr=True)
 
 
 def _fail(exc: NimflowError) -> typer.Exit:
-    _err.print(f"[red]error:[/] {exc}", highlight=False)
+    _err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)  # messages may hold [brackets]
     return typer.Exit(1)
 
 
@@ -151,7 +152,7 @@ def actors_plan(
     if not plans:
         _console.print(f"{file} uses no actors: nothing would be started")
     for plan in plans:
-        _console.print(f"[bold]{plan['actor']}[/]: {plan['server']}", highlight=False)
+        _console.print(f"[bold]{escape(plan['actor'])}[/]: {escape(plan['server'])}", highlight=False)
         for key, value in plan.items():
             if key in ("actor", "server", "notes", "containers", "ray_replicas"):
                 continue

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from nimflow._exceptions import UserInputError
 from nimflow.cli import app
 
 PIPELINE = """
@@ -68,3 +70,16 @@ def test_plan_reads_server_model_and_gpus_like_run(tmp_path: Path) -> None:
     assert plan["kind"] == "fake" and plan["model"] == "tiny" and plan["adapters"] == []
     bad = CliRunner().invoke(app, ["actors", "plan", str(path), "--server", "other=fake"], env=env)
     assert bad.exit_code == 1 and "does not use" in bad.output
+
+
+def test_an_error_with_brackets_is_printed_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich markup would take `[ray]` for a style and drop it from the fix the message gives."""
+    from nimflow.actors import plan as plan_module
+
+    def missing_ray(*args: object, **kwargs: object) -> list[dict[str, object]]:
+        raise UserInputError("Ray is not installed: pip install 'nimflow[ray]'")
+
+    monkeypatch.setattr(plan_module, "plan_actors", missing_ray)
+    result = CliRunner().invoke(app, ["actors", "plan", str(write(tmp_path))], env={"COLUMNS": "250"})
+    assert result.exit_code == 1
+    assert "pip install 'nimflow[ray]'" in result.output
