@@ -134,15 +134,15 @@ def rows_by_key(conn: Connection, table: Table, columns: Sequence[str], keys: Se
     if not keys:
         return []
     dialect = conn.dialect
-    (key,) = (dialect.identifier_preparer.quote(c.name) for c in table.primary_key.columns)
+    (key_column,) = table.primary_key.columns
+    if dialect.name not in _DIALECTS:
+        query = select(*(table.c[c] for c in columns)).where(key_column.in_(list(keys)))
+        return list(conn.execute(query))
     quote = dialect.identifier_preparer.quote
     wanted = ", ".join(f"t.{quote(c)}" for c in columns)
-    name = quote(table.name)
+    key, name = quote(key_column.name), quote(table.name)
     if dialect.name == "sqlite":  # json_each outside: one primary-key lookup per key
         sql = f"SELECT {wanted} FROM json_each(?) AS j CROSS JOIN {name} AS t ON t.{key} = j.value"
-    elif dialect.name == "postgresql":
-        sql = f"SELECT {wanted} FROM {name} AS t WHERE t.{key} = ANY(%s)"
     else:
-        column = table.c[table.primary_key.columns[0].name]
-        return list(conn.execute(select(*(table.c[c] for c in columns)).where(column.in_(list(keys)))))
+        sql = f"SELECT {wanted} FROM {name} AS t WHERE t.{key} = ANY(%s)"
     return list(conn.exec_driver_sql(sql, (key_array(dialect, keys),)))

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, delete, select, text, update
 from nimflow._bulk import key_array
 from nimflow._tables import Claim
 
-_CHUNK = 500  # keys per statement: a bound on SQL parameters
+_CHUNK = 500  # keys per statement: a bound on how long one claim holds the write lock
 _table = Claim.__table__  # type: ignore[attr-defined]
 
 

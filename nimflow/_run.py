@@ -131,7 +131,6 @@ def run(
     RunCancelledError is raised. `workers=N` computes the cached maps' items in N processes
     (this one and N-1 workers, see nimflow._workers).
     """
-    few_malloc_arenas()
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
     try:
@@ -171,7 +170,6 @@ async def arun(
     **kw_inputs: Any,
 ) -> RunResult:
     """The async form of `run`, for callers already on an event loop (whose signals are theirs)."""
-    few_malloc_arenas()
     return await _execute(
         wf,
         {**(inputs or {}), **kw_inputs},
@@ -199,6 +197,7 @@ async def _execute(
     handle_signals: bool,
     workers: int = 1,
 ) -> RunResult:
+    few_malloc_arenas()  # before the run starts its threads
     if workers < 1:
         raise UserInputError(f"workers must be 1 or more, not {workers}.")
     if workers > 1 and not use_cache:

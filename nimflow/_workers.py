@@ -13,8 +13,9 @@ The workers route to the same actor servers; each process gets 1/N of every acto
 per replica, so the cap holds across them, and 1/N of each map's concurrency, so that no process
 claims more of a map's items than it can run at once. The run's process claims a map's items once
 its workers are ready (or after READY_SECONDS), and runs the nodes before the maps meanwhile:
-claiming first, it would have taken a whole map before they had loaded the workflow. A worker that fails or dies costs nothing but time:
-its leases are released or expire, and the run's process takes its items over.
+claiming first, it would have taken a whole map before they had loaded the workflow. A worker
+that fails or dies costs nothing but time: its leases are released or expire, and the run's
+process takes its items over.
 """
 
 from __future__ import annotations
