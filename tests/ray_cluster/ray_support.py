@@ -15,6 +15,14 @@ from nimflow.actors.launchers.ray import NAMESPACE
 MARKER = "NIMFLOW_RAY_TEST_CLUSTER"
 
 
+def assert_answered(items: list[str], outputs: list[str]) -> None:
+    """Each item ("Item N ...") got its own answer, in order (the fake server quotes the prompt)."""
+    assert len(outputs) == len(items)
+    for item, answer in zip(items, outputs, strict=True):
+        number = item.split()[1]
+        assert f"Item {number} " in answer, (item, answer)
+
+
 def named_actors() -> set[str]:
     import ray
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from autoscale.support import events
-from ray_support import named_actors, node_of, replicas, wait_until
+from ray_support import assert_answered, named_actors, node_of, replicas, wait_until
 
 from nimflow.actors.launchers.ray import NAMESPACE
 
@@ -69,9 +69,7 @@ def test_a_burst_scales_to_three_ray_replicas_on_three_nodes_and_back_to_one(
             run.communicate()
     assert run.returncode == 0, err[-3000:]
     result = json.loads(out.read_text())
-    assert len(result["outputs"]) == len(items)
-    for item, answer in zip(items, result["outputs"], strict=True):
-        assert f"Item {item.split()[1]} " in answer, (item, answer)
+    assert_answered(items, result["outputs"])
 
     ups = [e for e in events(result["run_id"]) if e.to_count > e.from_count]
     assert ups and max(e.to_count for e in ups) == 3 and all(e.to_count <= 3 for e in ups), ups

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ray_support import fake_servers, named_actors, node_of, replicas, wait_until
+from ray_support import assert_answered, fake_servers, named_actors, node_of, replicas, wait_until
 from sqlmodel import select
 
 from nimflow._store import ActorReplica, Store, TaskRun
@@ -56,13 +56,6 @@ def serving(row: ActorReplica) -> bool:
         return False
     running = [line for line in metrics.splitlines() if line.startswith("vllm:num_requests_running")]
     return any(float(line.split()[-1]) > 0 for line in running)
-
-
-def assert_answered(items: list[str], outputs: list[str]) -> None:
-    assert len(outputs) == len(items)
-    for item, answer in zip(items, outputs, strict=True):
-        number = item.split()[1]
-        assert f"Item {number} " in answer, (item, answer)
 
 
 @pytest.fixture(autouse=True)
