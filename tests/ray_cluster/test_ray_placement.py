@@ -127,10 +127,12 @@ def test_ttl_zero_stops_replicas_at_the_end_and_the_janitor_stops_idle_ones(
         lambda: not fake_servers(ray_cluster.marker), 30, "the servers of the stopped replicas to exit"
     )
 
-    # ttl_seconds=2: the replicas outlive the run, idle and serving, until the janitor stops them.
-    run_pipeline(ITEMS[:3], NIMFLOW_TEST_TTL="2")
+    # ttl_seconds=10: the replicas outlive the run, idle and serving, until the janitor stops them.
+    # (The TTL counts from the run's release, before its process has shut Ray down: 10 s leaves
+    # a loaded machine time to read the rows before the janitor may act.)
+    run_pipeline(ITEMS[:3], NIMFLOW_TEST_TTL="10")
     rows = replicas()
-    assert len(rows) == 2 and {r.status for r in rows} == {"idle"} and {r.ttl_seconds for r in rows} == {2.0}
+    assert len(rows) == 2 and {r.status for r in rows} == {"idle"} and {r.ttl_seconds for r in rows} == {10.0}
     assert len(fake_servers(ray_cluster.marker)) >= 2
     wait_until(lambda: not named_actors(), 60, "the janitor to stop the idle Ray replicas")
     wait_until(lambda: replicas() == [], 30, "the janitor to forget them")
