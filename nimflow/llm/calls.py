@@ -7,11 +7,14 @@ message needs (for a 404, the models the server offers: one quick request) and l
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from nimflow._exceptions import ModelCallError
 from nimflow._redact import remember_secret
 from nimflow.llm.context import ActorContext, call_item
+
+if TYPE_CHECKING:
+    import openai
 
 # openai, httpx2 and errors.py (which imports both) load at the first call, not with the module:
 # a fully cached run imports the pipeline's `chat_many` but never calls it.
@@ -74,7 +77,7 @@ class Completion:
 
 
 # Keyword arguments of `create()` that are request options, not body fields.
-_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+_OPTIONS = ("extra_headers", "extra_query", "timeout")
 
 
 async def complete(
@@ -87,12 +90,10 @@ async def complete(
 ) -> Completion:
     """One chat completion; openai errors become nimflow errors naming the item.
 
-    It goes through the actor's openai client (its headers, status errors and the transport's
-    retries), but posts the body as given and reads the transport's parsed JSON: the SDK's
-    request transformation and response-model construction, which nothing here reads, cost about
-    as much CPU per call as everything else together.
+    The body is posted as given and the transport's parsed JSON is read: the SDK's request
+    transformation and response-model construction, which nothing here reads, cost about as much
+    CPU per call as everything else together.
     """
-    import httpx2
     import openai
 
     from nimflow.llm import errors
@@ -104,17 +105,17 @@ async def complete(
         if isinstance(value, openai.NotGiven | openai.Omit):
             continue
         if key in _OPTIONS:
-            options[_OPTIONS[key]] = value
+            options[key] = value
         elif key == "extra_body":
             body.update(value or {})
         else:
             body[key] = value
     token = call_item.set(item_id)
     try:
-        response = await ctx.client.post(
-            "/chat/completions", body=body, cast_to=httpx2.Response, options=cast("Any", options)
-        )
-        data = response.json()
+        if ctx.poster is not None:
+            data = await ctx.poster.post(body, **options)
+        else:  # a context built by hand around plain clients: through the SDK's own request path
+            data = await _post_through_sdk(ctx.client, body, options)
     except openai.OpenAIError as exc:
         raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
     except ValueError as exc:  # a plain client (no nimflow transport) got a body that is not JSON
@@ -122,6 +123,19 @@ async def complete(
     finally:
         call_item.reset(token)
     return _completion(data, item_id, ctx.name)
+
+
+async def _post_through_sdk(client: openai.AsyncOpenAI, body: dict[str, Any], options: dict[str, Any]) -> Any:
+    import httpx2
+
+    request_options = {
+        {"extra_headers": "headers", "extra_query": "params"}.get(key, key): value
+        for key, value in options.items()
+    }
+    response = await client.post(
+        "/chat/completions", body=body, cast_to=httpx2.Response, options=cast("Any", request_options)
+    )
+    return response.json()
 
 
 def _completion(data: Any, item_id: str | None, actor: str) -> Completion:

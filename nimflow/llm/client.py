@@ -11,6 +11,7 @@ import openai
 from nimflow._redact import remember_secret
 from nimflow.llm.context import ActorContext
 from nimflow.llm.errors import TransportFailures
+from nimflow.llm.poster import ChatPoster
 from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
 from nimflow.llm.router import RequestRestart, Router
 from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
@@ -59,16 +60,17 @@ def build_actor_context(
         remember_secret(api_key)
     http_timeout = httpx2.Timeout(request_timeout, connect=connect_timeout)
     failures = TransportFailures(name, lambda: [r.url for r in router.replicas], request_timeout)
+    http_client = httpx2.AsyncClient(
+        transport=AsyncRetryTransport(AsyncRoutingTransport(router, base_url), retry_policy, failures),
+        timeout=http_timeout,
+        trust_env=False,
+    )
     client = openai.AsyncOpenAI(
         api_key=key,
         base_url=base_url,
         max_retries=0,  # retries live in the transport (retry.py), around the routing
         timeout=http_timeout,
-        http_client=httpx2.AsyncClient(
-            transport=AsyncRetryTransport(AsyncRoutingTransport(router, base_url), retry_policy, failures),
-            timeout=http_timeout,
-            trust_env=False,
-        ),
+        http_client=http_client,
     )
     sync_client = openai.OpenAI(
         api_key=key,
@@ -90,6 +92,7 @@ def build_actor_context(
         served_by=served_by,
         router=router,
         api_key_name=api_key_name,
+        poster=ChatPoster(client, http_client),
     )
 
 

@@ -13,6 +13,7 @@ from nimflow._exceptions import NoActorError
 if TYPE_CHECKING:
     import openai
 
+    from nimflow.llm.poster import ChatPoster
     from nimflow.llm.router import Router
 
 __all__ = ["ActorContext", "call_item", "current_actor", "use_actor"]
@@ -29,6 +30,9 @@ class ActorContext:
     # Replica routing state; None for a context built by hand around plain clients (tests).
     router: Router | None = field(default=None, repr=False)
     api_key_name: str | None = None  # the secret / env var holding the key, named in 401 errors
+    # The helpers' direct path to `client`'s HTTP client; None for a hand-built context (they
+    # then post through the SDK).
+    poster: ChatPoster | None = field(default=None, repr=False)
 
     @property
     def replica_urls(self) -> list[str]:

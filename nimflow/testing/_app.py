@@ -144,6 +144,7 @@ class FakeApp:
             return
         values = {"model": None, "body": None, "prompt": "", "fault": None, "stream": False, **fields}
         values["headers"] = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        values["query"] = scope.get("query_string", b"").decode("latin-1")
         self.log.append(
             RequestRecord(
                 scope["method"], scope["path"], status=status, started=started, ended=time.time(), **values

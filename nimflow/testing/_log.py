@@ -15,7 +15,7 @@ class RequestRecord:
     ``status`` is None when no response was sent (a ``drop`` or ``hang`` fault, or the server
     stopped mid-request). ``body`` is the parsed JSON body (None for GET or a non-JSON body);
     ``prompt`` is the text the answer was made from (chat: the last user message; completions:
-    the prompts joined by blank lines). ``headers`` are the request's, names in lower case. Times are ``time.time()`` seconds.
+    the prompts joined by blank lines). ``headers`` are the request's, names in lower case; ``query`` its URL's query string. Times are ``time.time()`` seconds.
     """
 
     method: str
@@ -29,6 +29,7 @@ class RequestRecord:
     started: float
     ended: float
     headers: dict[str, str] = field(default_factory=dict)
+    query: str = ""  # the URL's query string, without the "?"
 
     @property
     def duration(self) -> float:
