@@ -6,6 +6,7 @@ message needs (for a 404, the models the server offers: one quick request) and l
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -94,15 +95,12 @@ async def complete(
     transformation and response-model construction, which nothing here reads, cost about as much
     CPU per call as everything else together.
     """
-    import openai
-
-    from nimflow.llm import errors
-
     model = model or ctx.model
     body: dict[str, Any] = {"model": model, "messages": messages}
     options: dict[str, Any] = {}
+    openai = sys.modules.get("openai")  # an openai.NOT_GIVEN value means openai is imported already
     for key, value in params.items():
-        if isinstance(value, openai.NotGiven | openai.Omit):
+        if openai is not None and isinstance(value, openai.NotGiven | openai.Omit):
             continue
         if key in _OPTIONS:
             options[key] = value
@@ -116,13 +114,29 @@ async def complete(
             data = await ctx.poster.post(body, **options)
         else:  # a context built by hand around plain clients: through the SDK's own request path
             data = await _post_through_sdk(ctx.client, body, options)
-    except openai.OpenAIError as exc:
-        raise await explain(exc, ctx=ctx, item_id=item_id, model=model) from None
-    except ValueError as exc:  # a plain client (no nimflow transport) got a body that is not JSON
-        raise errors.malformed(item_id, ctx.name, str(exc)) from None
+    except Exception as exc:
+        explained = await _explained(exc, ctx, item_id, model)
+        if explained is exc:
+            raise
+        raise explained from None
     finally:
         call_item.reset(token)
     return _completion(data, item_id, ctx.name)
+
+
+async def _explained(exc: Exception, ctx: ActorContext, item_id: str | None, model: str) -> Exception:
+    """What `complete` raises for `exc`: openai errors explained, a body that is not JSON (from a
+    plain client, without nimflow's transport) as malformed, anything else as it is."""
+    import openai
+
+    from nimflow.llm import errors
+
+    if isinstance(exc, openai.OpenAIError):
+        explained = await explain(exc, ctx=ctx, item_id=item_id, model=model)
+        return explained if isinstance(explained, Exception) else exc
+    if isinstance(exc, ValueError):
+        return errors.malformed(item_id, ctx.name, str(exc))
+    return exc
 
 
 async def _post_through_sdk(client: openai.AsyncOpenAI, body: dict[str, Any], options: dict[str, Any]) -> Any:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import httpx2
-import openai
 
 from nimflow._redact import remember_secret
-from nimflow.llm.context import ActorContext
+from nimflow.llm.context import ActorContext, OpenAIClients
 from nimflow.llm.errors import TransportFailures
 from nimflow.llm.poster import ChatPoster
 from nimflow.llm.retry import DEFAULT_POLICY, AsyncRetryTransport, RetryPolicy, SyncRetryTransport
 from nimflow.llm.router import RequestRestart, Router
 from nimflow.llm.transport import AsyncRoutingTransport, SyncRoutingTransport
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = ["build_actor_context", "close_actor_context"]
 
@@ -65,34 +68,40 @@ def build_actor_context(
         timeout=http_timeout,
         trust_env=False,
     )
-    client = openai.AsyncOpenAI(
-        api_key=key,
-        base_url=base_url,
-        max_retries=0,  # retries live in the transport (retry.py), around the routing
-        timeout=http_timeout,
-        http_client=http_client,
-    )
-    sync_client = openai.OpenAI(
-        api_key=key,
-        base_url=base_url,
-        max_retries=0,
-        timeout=http_timeout,
-        http_client=httpx2.Client(
-            transport=SyncRetryTransport(SyncRoutingTransport(router, base_url), retry_policy, failures),
+
+    def openai_clients() -> tuple[openai.AsyncOpenAI, openai.OpenAI]:
+        import openai  # at first use: the helpers post through `http_client` without it
+
+        client = openai.AsyncOpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,  # retries live in the transport (retry.py), around the routing
             timeout=http_timeout,
-            trust_env=False,
-        ),
-    )
+            http_client=http_client,
+        )
+        sync_client = openai.OpenAI(
+            api_key=key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=http_timeout,
+            http_client=httpx2.Client(
+                transport=SyncRetryTransport(SyncRoutingTransport(router, base_url), retry_policy, failures),
+                timeout=http_timeout,
+                trust_env=False,
+            ),
+        )
+        return client, sync_client
+
+    clients = OpenAIClients(openai_clients)
     return ActorContext(
         name=name,
         model=model,
         base_url=base_url,
-        client=client,
-        sync_client=sync_client,
+        clients=clients,
         served_by=served_by,
         router=router,
         api_key_name=api_key_name,
-        poster=ChatPoster(client, http_client),
+        poster=ChatPoster(http_client, base_url, key, clients),
     )
 
 
@@ -116,8 +125,13 @@ def _without_userinfo(urls: list[str]) -> tuple[list[str], str | None]:
 
 
 async def close_actor_context(ctx: ActorContext) -> None:
-    """Close both clients and their connections (restarts under way end with their task group)."""
+    """Close the clients and their connections (restarts under way end with their task group)."""
     try:
-        await ctx.client.close()
+        if ctx.poster is not None:
+            await ctx.poster.aclose()
     finally:
-        ctx.sync_client.close()
+        if ctx.clients.built:
+            try:
+                await ctx.client.close()
+            finally:
+                ctx.sync_client.close()

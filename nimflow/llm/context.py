@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -16,7 +17,33 @@ if TYPE_CHECKING:
     from nimflow.llm.poster import ChatPoster
     from nimflow.llm.router import Router
 
-__all__ = ["ActorContext", "call_item", "current_actor", "use_actor"]
+__all__ = ["ActorContext", "OpenAIClients", "call_item", "current_actor", "use_actor"]
+
+
+class OpenAIClients:
+    """An actor's openai clients, built when first asked for: importing openai takes about a
+    second, and the helpers (chat, chat_many) post without it."""
+
+    def __init__(self, build: Callable[[], tuple[openai.AsyncOpenAI, openai.OpenAI]]) -> None:
+        self._build = build
+        self._lock = threading.Lock()  # sync tasks ask from worker threads
+        self._built: tuple[openai.AsyncOpenAI, openai.OpenAI] | None = None
+
+    @classmethod
+    def of(cls, client: openai.AsyncOpenAI, sync_client: openai.OpenAI) -> OpenAIClients:
+        """Clients built by hand (a unit test's context)."""
+        return cls(lambda: (client, sync_client))
+
+    def get(self) -> tuple[openai.AsyncOpenAI, openai.OpenAI]:
+        if self._built is None:
+            with self._lock:
+                if self._built is None:
+                    self._built = self._build()
+        return self._built
+
+    @property
+    def built(self) -> bool:
+        return self._built is not None
 
 
 @dataclass
@@ -24,8 +51,7 @@ class ActorContext:
     name: str  # actor name, e.g. "nim-actor"
     model: str  # default model; a LoRA adapter is chosen by passing its name as `model`
     base_url: str  # the URL the clients are built on (the first replica's, ending in /v1)
-    client: openai.AsyncOpenAI
-    sync_client: openai.OpenAI
+    clients: OpenAIClients = field(repr=False)
     served_by: str  # e.g. "docker:nvcr.io/nim/...:1.0.0" or "fake", shown to users
     # Replica routing state; None for a context built by hand around plain clients (tests).
     router: Router | None = field(default=None, repr=False)
@@ -33,6 +59,16 @@ class ActorContext:
     # The helpers' direct path to `client`'s HTTP client; None for a hand-built context (they
     # then post through the SDK).
     poster: ChatPoster | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The actor's AsyncOpenAI client, routed over its replicas."""
+        return self.clients.get()[0]
+
+    @property
+    def sync_client(self) -> openai.OpenAI:
+        """The same for synchronous tasks."""
+        return self.clients.get()[1]
 
     @property
     def replica_urls(self) -> list[str]:

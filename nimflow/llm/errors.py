@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx2
-import openai
 
 from nimflow._exceptions import (
     AuthenticationError,
@@ -24,6 +24,9 @@ from nimflow._exceptions import (
 )
 from nimflow._redact import redact
 from nimflow.llm.context import call_item
+
+if TYPE_CHECKING:
+    import openai  # imported where an error is wrapped: a run whose calls all succeed never needs it
 
 __all__ = [
     "TransportFailures",
@@ -202,6 +205,8 @@ class TransportFailures:
         self._timeout = timeout
 
     def __call__(self, exc: Exception, request: httpx2.Request) -> Exception:
+        import openai
+
         item_id = call_item.get()
         urls = ", ".join(self._urls())
         if isinstance(exc, EndpointUnreachableError):  # the router's circuit breaker is open
@@ -228,6 +233,8 @@ class TransportFailures:
 def _as_openai(
     kind: type[openai.APIConnectionError], error: ModelCallError, exc: Exception, request: httpx2.Request
 ) -> openai.APIConnectionError:
+    import openai
+
     wrapped = kind.__new__(kind)
     openai.APIConnectionError.__init__(wrapped, message=str(error), request=request)
     error.__cause__ = exc

@@ -1,8 +1,10 @@
-"""The helpers' direct posts (nimflow.llm.poster): the request the SDK would send, its errors, and
-the SDK's own path for a context built by hand. Over real HTTP to the fake server on 127.0.0.1."""
+"""The helpers' direct posts (nimflow.llm.poster): the request the SDK would send, its errors, no
+openai import while calls succeed, and the SDK's own path for a context built by hand. Over real HTTP to the fake server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -13,13 +15,11 @@ from scripted import MODELS, with_echo
 from nimflow import ModelCallError
 from nimflow.llm import chat, chat_many
 from nimflow.llm.client import build_actor_context, close_actor_context
-from nimflow.llm.context import ActorContext
+from nimflow.llm.context import ActorContext, OpenAIClients
 from nimflow.llm.retry import RetryPolicy
 from nimflow.testing import FakeServer, Reply
 
 FAST = RetryPolicy(max_attempts=2, backoff_initial=0.01, backoff_max=0.02)
-# Set by the SDK per call (its own retry count and read timeout), so not part of the comparison.
-PER_CALL = {"x-stainless-retry-count", "x-stainless-read-timeout"}
 
 
 def _ctx(server: FakeServer, **kw: Any) -> ActorContext:
@@ -28,21 +28,40 @@ def _ctx(server: FakeServer, **kw: Any) -> ActorContext:
 
 
 @pytest.mark.anyio
-async def test_a_helper_sends_the_url_headers_and_body_the_sdk_would(mini: FakeServer) -> None:
+async def test_a_helper_sends_the_url_body_and_auth_the_sdk_would(mini: FakeServer) -> None:
     ctx = _ctx(mini, api_key="sk-secret-123")
     assert ctx.poster is not None
+    assert await chat("x", ctx=ctx) == "echo: x"
+    assert not ctx.clients.built  # the openai clients are built only when asked for
     await ctx.client.chat.completions.create(
         model="base-model", messages=[{"role": "user", "content": "x"}], max_tokens=512, temperature=0.0
     )
-    assert await chat("x", ctx=ctx) == "echo: x"
-    through_sdk, direct = mini.requests
+    direct, through_sdk = mini.requests
     assert (direct.method, direct.path, direct.query) == (through_sdk.method, through_sdk.path, "")
     assert direct.body == through_sdk.body
-    sdk_headers = {k: v for k, v in through_sdk.headers.items() if k not in PER_CALL}
-    assert {k: v for k, v in direct.headers.items() if k not in PER_CALL} == sdk_headers
-    assert sdk_headers["authorization"] == "Bearer sk-secret-123"
-    assert sdk_headers["user-agent"].startswith("AsyncOpenAI/Python")
+    for name in ("authorization", "content-type", "accept", "content-length", "host"):
+        assert direct.headers[name] == through_sdk.headers[name], name
+    assert direct.headers["authorization"] == "Bearer sk-secret-123"
     await close_actor_context(ctx)
+
+
+def test_a_run_of_chat_calls_that_succeed_never_imports_openai(mini: FakeServer) -> None:
+    # A fresh interpreter: this one has openai loaded by the other tests.
+    script = f"""
+import sys, anyio
+from nimflow.llm import chat_many
+from nimflow.llm.client import build_actor_context, close_actor_context
+
+async def main():
+    ctx = build_actor_context("a", "base-model", ["{mini.base_url}"])
+    results = await chat_many(["one", "two"], ctx=ctx)
+    await close_actor_context(ctx)
+    print([r.text for r in results], "openai" in sys.modules)
+
+anyio.run(main)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "['echo: one', 'echo: two'] False", out.stderr[-2000:]
 
 
 @pytest.mark.anyio
@@ -96,7 +115,8 @@ async def test_status_errors_are_the_sdks_and_say_what_to_do(mini: FakeServer) -
 async def test_a_context_built_by_hand_posts_through_the_sdk(mini: FakeServer) -> None:
     client = openai.AsyncOpenAI(base_url=mini.base_url, api_key="sk-hand", max_retries=0)
     sync_client = openai.OpenAI(base_url=mini.base_url, api_key="sk-hand", max_retries=0)
-    ctx = ActorContext("hand", "base-model", mini.base_url, client, sync_client, served_by="test")
+    clients = OpenAIClients.of(client, sync_client)
+    ctx = ActorContext("hand", "base-model", mini.base_url, clients, served_by="test")
     assert ctx.poster is None
     (ok,) = await chat_many(["x"], ctx=ctx)
     assert ok.text == "echo: x" and ok.usage is not None and ok.usage.completion_tokens == 3
