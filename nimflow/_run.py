@@ -133,6 +133,8 @@ def run(
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
+    # Copies of this process, made before the run starts threads or its event loop.
+    forked = Workers.fork(workers, wf) if main and use_cache else None
     try:
         with quiet_gc():
             return anyio.run(
@@ -148,9 +150,12 @@ def run(
                     source_file=source_file,
                     handle_signals=main,
                     workers=workers,
+                    forked=forked,
                 )
             )
     finally:
+        if forked is not None:
+            forked.close()
         if main:  # the event loop's handlers are gone with it; put back what was there before
             signal.signal(signal.SIGTERM, previous)
 
@@ -196,6 +201,7 @@ async def _execute(
     source_file: str | None,
     handle_signals: bool,
     workers: int = 1,
+    forked: Workers | None = None,
 ) -> RunResult:
     few_malloc_arenas()  # before the run starts its threads
     if workers < 1:
@@ -244,9 +250,8 @@ async def _execute(
         async with AsyncExitStack() as stack:
             stack.enter_context(shared_caps(envs.values(), workers))
             if workers > 1:
-                pool = Workers.start(
-                    workers, wf, source_file, run_id, _inputs_json(wf, values), use_cache, servers, store.url
-                )
+                pool = forked or Workers.spawn(workers, wf, source_file)
+                pool.begin(run_id, _inputs_json(wf, values), use_cache, servers, store.url)
                 stack.callback(pool.stop)  # on a failure or cancel; a no-op once they ended
             if actors is not None:
                 await stack.enter_async_context(actors)

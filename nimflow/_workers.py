@@ -1,8 +1,10 @@
 """`--workers N`: a run's cached calls computed by N processes, the run's own and N-1 workers.
 
-A worker is `python -m nimflow._workers`, given the workflow's file, its inputs and the run's id
-on stdin. It builds the same graph and runs it under claims of its own (owner `<run>/w<i>`), so
-the run's process and its workers split each cached map chunk by chunk, as cooperating runs do;
+A worker is a copy of the run's process, forked before the run starts (or, for a caller on its
+own event loop, `python -m nimflow._workers`, which loads the workflow's file), given the run's id
+and inputs on a pipe once the run has them. It builds the same graph and runs it under claims of
+its own (owner `<run>/w<i>`), so the run's process and its workers split each cached map chunk by
+chunk, as cooperating runs do;
 the run's process then finds the workers' items in the cache. A worker writes the rows of the
 items it computed, under the run's id, and nothing else: one run row, one progress display, one
 summary. A worker runs only the cached maps and the nodes they depend on (uncached ones run in
@@ -26,13 +28,16 @@ import json
 import os
 import pickle
 import select
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+import traceback
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack, contextmanager
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import anyio
 
@@ -54,51 +59,83 @@ READY_SECONDS = 60.0  # how long the run's process waits for its workers before 
 
 
 class Workers:
-    """The N-1 worker processes of a run, started with it and waited for at its end."""
+    """The N-1 worker processes of a run, started with it and waited for at its end.
 
-    def __init__(self, procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]]) -> None:
+    They are made before the run has its id (`fork`, or `spawn`) and wait for it on a pipe; `begin`
+    sends it. A forked worker is a copy of the run's process, made before the run starts a thread
+    or an event loop: it has the interpreter, the libraries and the workflow loaded already, where
+    a spawned one (`python -m nimflow._workers`, for a caller on its own event loop or with threads
+    running) spends a second or more loading them.
+    """
+
+    def __init__(self, procs: Sequence[tuple[_Process, IO[bytes]]], load: Mapping[str, Any]) -> None:
         self._procs = procs
+        self._load = load  # what a spawned worker needs to load the workflow
+        self._errors: list[str] | None = None  # once waited for
 
     @classmethod
-    def start(
-        cls,
-        count: int,
-        wf: WorkflowSpec[..., Any],
-        source_file: str | None,
-        run_id: str,
-        inputs: Mapping[str, Any],
-        use_cache: bool,
-        servers: Mapping[str, Any] | None,
-        db_url: str,
-    ) -> Workers:
+    def fork(cls, count: int, wf: WorkflowSpec[..., Any]) -> Workers | None:
+        """`count - 1` forked workers; None where forking is not safe (threads are running)."""
+        if count <= 1 or threading.active_count() > 1 or not hasattr(os, "fork"):
+            return None
+        sys.stdout.flush()  # else what this process printed would be printed by the copies too
+        sys.stderr.flush()
+        procs: list[tuple[_Forked, IO[bytes]]] = []
+        for _ in range(1, count):
+            spec_read, spec_write = os.pipe()
+            ready_read, ready_write = os.pipe()
+            log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by wait())
+            pid = os.fork()
+            if pid == 0:  # the worker: the earlier workers' pipe ends are not its own
+                for proc, _ in procs:
+                    proc.close_pipes()
+                os.close(spec_write)
+                os.close(ready_read)
+                _forked_main(wf, spec_read, ready_write, log.fileno())
+            os.close(spec_read)
+            os.close(ready_write)
+            procs.append((_Forked(pid, os.fdopen(spec_write, "wb"), os.fdopen(ready_read, "rb")), log))
+        return cls(procs, {})
+
+    @classmethod
+    def spawn(cls, count: int, wf: WorkflowSpec[..., Any], source_file: str | None) -> Workers:
         file = source_file or inspect.getsourcefile(wf.fn)
         if file is None:
             raise UserInputError(f"workflow {wf.name}: --workers needs it defined in a Python file.")
-        spec = {
-            "file": os.path.abspath(file),
-            "workflow": wf.name,
-            "run_id": run_id,
-            "inputs": dict(inputs),
-            "use_cache": use_cache,
-            "servers": base64.b64encode(pickle.dumps(dict(servers or {}))).decode(),
-            "workers": count,
-        }
-        env = {**os.environ, "NIMFLOW_DB_URL": db_url}
-        procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
-        for index in range(1, count):
+        procs: list[tuple[_Process, IO[bytes]]] = []
+        for _ in range(1, count):
             log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by wait())
             proc = subprocess.Popen(
                 [sys.executable, "-m", "nimflow._workers"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
-                env=env,
             )
+            procs.append((proc, log))
+        return cls(procs, {"file": os.path.abspath(file), "workflow": wf.name})
+
+    def begin(
+        self,
+        run_id: str,
+        inputs: Mapping[str, Any],
+        use_cache: bool,
+        servers: Mapping[str, Any] | None,
+        db_url: str,
+    ) -> None:
+        """Send each worker the run to work for."""
+        spec = {
+            **self._load,
+            "run_id": run_id,
+            "inputs": dict(inputs),
+            "use_cache": use_cache,
+            "servers": base64.b64encode(pickle.dumps(dict(servers or {}))).decode(),
+            "workers": len(self._procs) + 1,
+            "db_url": db_url,
+        }
+        for index, (proc, _) in enumerate(self._procs, start=1):
             assert proc.stdin is not None
             proc.stdin.write(json.dumps({**spec, "index": index}).encode())
             proc.stdin.close()
-            procs.append((proc, log))
-        return cls(procs)
 
     def ready(self, timeout: float = READY_SECONDS) -> None:
         """Block until every worker is about to compute (or has exited, or `timeout` passed)."""
@@ -113,19 +150,86 @@ class Workers:
 
     def wait(self) -> list[str]:
         """Wait for every worker; what those that failed said on stderr (the end of it)."""
+        if self._errors is not None:
+            return self._errors
         errors = []
         for proc, log in self._procs:
+            if proc.stdin is not None and not proc.stdin.closed:
+                proc.stdin.close()  # never begun (the run failed first): it ends at end of file
             if proc.wait() != 0:
                 log.seek(0)
                 tail = log.read().decode(errors="replace").strip()[-2000:]
                 errors.append(f"worker pid {proc.pid} exited with {proc.returncode}: {tail}")
+            if proc.stdout is not None:
+                proc.stdout.close()
             log.close()
+        self._errors = errors
         return errors
+
+    def close(self) -> None:
+        """Reap the workers, whatever became of the run (a no-op once waited for)."""
+        self.wait()
 
     def stop(self) -> None:
         for proc, _ in self._procs:
             if proc.poll() is None:
                 proc.terminate()
+
+
+class _Forked:
+    """A forked worker, with the part of subprocess.Popen's surface that Workers uses."""
+
+    def __init__(self, pid: int, stdin: IO[bytes], stdout: IO[bytes]) -> None:
+        self.pid = pid
+        self.stdin: IO[bytes] | None = stdin
+        self.stdout: IO[bytes] | None = stdout
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+    def close_pipes(self) -> None:
+        for pipe in (self.stdin, self.stdout):
+            if pipe is not None:
+                os.close(pipe.fileno())  # the fd only: the file object is the run's process's
+
+
+_Process = subprocess.Popen[bytes] | _Forked
+
+
+def _forked_main(wf: WorkflowSpec[..., Any], spec_fd: int, ready_fd: int, log_fd: int) -> NoReturn:
+    """A forked worker's life: wait for the run, work for it, and leave without running the run's
+    process's exit handlers (they are not the worker's)."""
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)  # nobody reads a worker's output
+        os.dup2(log_fd, 2)
+        with os.fdopen(spec_fd, "rb") as source:
+            spec = source.read()
+        if spec:  # else the run ended before it began its workers
+            anyio.run(_work, json.loads(spec), wf, ready_fd)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def worker_graph(graph: Graph[TaskSpec[..., Any]]) -> Graph[TaskSpec[..., Any]]:
@@ -170,11 +274,8 @@ def actors_of(graph: Graph[TaskSpec[..., Any]]) -> list[Any]:
     return list({id(n.task.actor): n.task.actor for n in graph if n.task.actor is not None}.values())
 
 
-async def _work(spec: dict[str, Any]) -> None:
-    found = [wf for wf in workflows_in(load_module(spec["file"])).values() if wf.name == spec["workflow"]]
-    if not found:
-        raise UserInputError(f"{spec['file']} no longer defines workflow {spec['workflow']!r}.")
-    wf = found[0]
+async def _work(spec: dict[str, Any], wf: WorkflowSpec[..., Any] | None = None, ready_fd: int = 1) -> None:
+    wf = wf or _load(spec)
     values = {
         name: _serialize.validate(value, wf.input_hints[name], f"workflow input {name!r}")
         for name, value in spec["inputs"].items()
@@ -183,6 +284,7 @@ async def _work(spec: dict[str, Any]) -> None:
     share_maps(graph, spec["workers"])
     servers = pickle.loads(base64.b64decode(spec["servers"]))
     run_id = spec["run_id"]
+    os.environ["NIMFLOW_DB_URL"] = spec["db_url"]  # the run's database, for whatever opens it here
     store = Store.open()
     try:
         async with AsyncExitStack() as stack:
@@ -197,7 +299,7 @@ async def _work(spec: dict[str, Any]) -> None:
             scheduler = Scheduler(
                 graph, run_id, store, values, read_cache=spec["use_cache"], resources=actors, owner=owner
             )
-            _say_ready()
+            _say_ready(ready_fd)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(scheduler.cache.keep_claims)
                 await scheduler.execute()
@@ -206,13 +308,20 @@ async def _work(spec: dict[str, Any]) -> None:
         store.close()
 
 
-def _say_ready() -> None:
-    """Tell the run's process, then send what user code prints to nowhere (nobody reads the pipe
-    from now on: a full one would block the worker)."""
+def _load(spec: Mapping[str, Any]) -> WorkflowSpec[..., Any]:
+    found = [wf for wf in workflows_in(load_module(spec["file"])).values() if wf.name == spec["workflow"]]
+    if not found:
+        raise UserInputError(f"{spec['file']} no longer defines workflow {spec['workflow']!r}.")
+    return found[0]
+
+
+def _say_ready(fd: int) -> None:
+    """Tell the run's process; a spawned worker (`fd` is its stdout) then sends what user code
+    prints to nowhere (nobody reads the pipe from now on: a full one would block the worker)."""
     sys.stdout.flush()
-    os.write(1, READY)
+    os.write(fd, READY)
     devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
+    os.dup2(devnull, fd)
     os.close(devnull)
 
 
