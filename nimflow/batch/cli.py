@@ -37,7 +37,6 @@ def batch_command(
 
     from ._run import run_batch_file
 
-    few_malloc_arenas()
     console = Console(stderr=True)
     try:
         summary = run_batch_file(
