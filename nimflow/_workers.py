@@ -45,6 +45,7 @@ from nimflow import _serialize
 from nimflow._context import bind_run
 from nimflow._exceptions import UserInputError
 from nimflow._graph import Graph
+from nimflow._liveness import few_malloc_arenas, quiet_gc
 from nimflow._loader import load_module, workflows_in
 from nimflow._scheduler import DEFAULT_ASYNC_CONCURRENCY, DEFAULT_THREADS, Scheduler
 from nimflow._store import Store
@@ -223,7 +224,7 @@ def _forked_main(wf: WorkflowSpec[..., Any], spec_fd: int, ready_fd: int, log_fd
         with os.fdopen(spec_fd, "rb") as source:
             spec = source.read()
         if spec:  # else the run ended before it began its workers
-            anyio.run(_work, json.loads(spec), wf, ready_fd)
+            _serve(json.loads(spec), wf, ready_fd)
         code = 0
     except BaseException:
         traceback.print_exc()
@@ -272,6 +273,13 @@ def shared_caps(actors: Iterable[Any], workers: int) -> Iterator[None]:
 
 def actors_of(graph: Graph[TaskSpec[..., Any]]) -> list[Any]:
     return list({id(n.task.actor): n.task.actor for n in graph if n.task.actor is not None}.values())
+
+
+def _serve(spec: dict[str, Any], wf: WorkflowSpec[..., Any] | None = None, ready_fd: int = 1) -> None:
+    """Work for the run in `spec`, with the run's own process settings (see nimflow._liveness)."""
+    few_malloc_arenas()
+    with quiet_gc():
+        anyio.run(_work, spec, wf, ready_fd)
 
 
 async def _work(spec: dict[str, Any], wf: WorkflowSpec[..., Any] | None = None, ready_fd: int = 1) -> None:
@@ -327,7 +335,7 @@ def _say_ready(fd: int) -> None:
 
 def main() -> None:
     spec = json.loads(sys.stdin.read())
-    anyio.run(_work, spec)
+    _serve(spec)
 
 
 if __name__ == "__main__":
