@@ -133,8 +133,7 @@ def run(
     """
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    # Copies of this process, made before the run starts threads or its event loop.
-    forked = Workers.fork(workers, wf) if main and use_cache else None
+    forked = Workers.fork(workers, wf) if main and use_cache else None  # before threads and the loop
     try:
         with quiet_gc():
             return anyio.run(
