@@ -153,8 +153,8 @@ def run(
                 )
             )
     finally:
-        if forked is not None:
-            forked.close()
+        if forked is not None:  # reaped whatever became of the run; never begun, they end now
+            forked.wait()
         if main:  # the event loop's handlers are gone with it; put back what was there before
             signal.signal(signal.SIGTERM, previous)
 

@@ -150,7 +150,8 @@ class Workers:
                     waiting.pop(fd).close()
 
     def wait(self) -> list[str]:
-        """Wait for every worker; what those that failed said on stderr (the end of it)."""
+        """Wait for every worker; what those that failed said on stderr (the end of it). Called
+        again, it returns the same without waiting."""
         if self._errors is not None:
             return self._errors
         errors = []
@@ -166,10 +167,6 @@ class Workers:
             log.close()
         self._errors = errors
         return errors
-
-    def close(self) -> None:
-        """Reap the workers, whatever became of the run (a no-op once waited for)."""
-        self.wait()
 
     def stop(self) -> None:
         for proc, _ in self._procs:

@@ -17,8 +17,8 @@ from nimflow.llm.context import ActorContext, call_item
 if TYPE_CHECKING:
     import openai
 
-# openai, httpx2 and errors.py (which imports both) load at the first call, not with the module:
-# a fully cached run imports the pipeline's `chat_many` but never calls it.
+# openai and errors.py load when a call fails, not with the module: the helpers post through
+# the actor's poster (nimflow.llm.poster), and a run whose calls succeed never imports openai.
 
 __all__ = ["Completion", "complete", "explain"]
 
